@@ -1,0 +1,239 @@
+//! # alcf-plugin-sdk
+//!
+//! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.1.0`, world
+//! `strategy-plugin`). A plugin author implements [`Strategy`] and calls [`export_strategy!`]:
+//!
+//! ```ignore
+//! use alcf_plugin_sdk::*;
+//! struct MyStrategy { space: Space, rng: Rng }
+//! impl Strategy for MyStrategy {
+//!     fn info() -> PluginInfo { PluginInfo::new("mine", "0.1.0", "what it does") }
+//!     fn new(study: &Study) -> Result<Self, String> {
+//!         Ok(MyStrategy { space: Space::new(&study.space)?, rng: Rng::new(study.seed) })
+//!     }
+//!     fn suggest(&mut self, count: usize, _pending: &[Trial]) -> Result<Vec<Params>, String> {
+//!         Ok((0..count).map(|_| self.space.decode(&self.space.sample(&mut self.rng))).collect())
+//!     }
+//! }
+//! export_strategy!(MyStrategy);
+//! ```
+//!
+//! Helpers: [`Space`] (search space ⇄ unit cube), [`Rng`] (seeded xoshiro256++), [`History`]
+//! (finished trials, lower is better), [`Halton`] (scrambled quasi-random points), [`Options`]
+//! (the JSON plugin options), logging macros ([`info!`], [`warn!`], ...), and [`native`] (drive
+//! a strategy natively, for tests and benchmarks). Everything but the export layer is plain Rust
+//! that builds and tests on the host target.
+
+extern crate self as alcf_plugin_sdk;
+
+pub mod history;
+pub mod json;
+pub mod logging;
+pub mod native;
+pub mod qmc;
+pub mod rng;
+pub mod space;
+pub mod types;
+
+pub use history::{History, encode_trials};
+pub use json::{Json, Options};
+pub use qmc::Halton;
+pub use rng::Rng;
+pub use space::Space;
+pub use types::*;
+
+/// The ABI version this SDK builds plugins for.
+pub const ABI_VERSION: &str = "alcf:hpo@0.1.0";
+
+/// Generated bindings of the `strategy-plugin` world (an implementation detail of
+/// [`export_strategy!`]; plugin code should not need them).
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "strategy-plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_strategy_plugin",
+        default_bindings_module: "alcf_plugin_sdk::bindings",
+        runtime_path: "alcf_plugin_sdk::__wit_bindgen_rt",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen::rt as __wit_bindgen_rt;
+
+/// A search strategy. One instance serves one study; the host calls `new` once (WIT `init`),
+/// then `suggest` and `observe` in any interleaving. On resume the host replays every finished
+/// trial through `observe` into a fresh instance, so a strategy needs no persistence of its own.
+pub trait Strategy: Sized + 'static {
+    /// Name, version, description and the capabilities the plugin wants (e.g. `["log"]`).
+    fn info() -> PluginInfo;
+    /// Builds the strategy for a study (validate the space and parse `study.options` here).
+    fn new(study: &Study) -> Result<Self, String>;
+    /// Proposes up to `count` assignments (each naming every parameter). `pending` are trials
+    /// started but not finished: avoid proposing them again.
+    fn suggest(&mut self, count: usize, pending: &[Trial]) -> Result<Vec<Params>, String>;
+    /// Finished trials, in the order they finished.
+    fn observe(&mut self, outcomes: &[Outcome]) -> Result<(), String> {
+        let _ = outcomes;
+        Ok(())
+    }
+}
+
+/// Exports a [`Strategy`] implementation as the plugin's `strategy` interface.
+///
+/// Call it once, at the crate root of a `cdylib` crate. The instance lives in a thread-local
+/// between calls; `suggest`/`observe` before a successful `init` return an error, not a trap.
+/// The WebAssembly exports are only emitted on `wasm32` targets, so the crate also builds and
+/// tests natively, and several strategy crates can be linked together natively.
+#[macro_export]
+macro_rules! export_strategy {
+    ($strategy:ty) => {
+        #[doc(hidden)]
+        pub struct __AlcfStrategyExport;
+
+        impl $crate::bindings::exports::alcf::hpo::strategy::Guest for __AlcfStrategyExport {
+            fn describe() -> $crate::bindings::alcf::hpo::types::Info {
+                $crate::__rt::describe::<$strategy>()
+            }
+            fn init(study: $crate::bindings::alcf::hpo::types::Study) -> ::core::result::Result<(), $crate::__rt::String> {
+                $crate::__rt::init::<$strategy>(study)
+            }
+            fn suggest(
+                count: u32,
+                pending: $crate::__rt::Vec<$crate::bindings::alcf::hpo::types::Trial>,
+            ) -> ::core::result::Result<
+                $crate::__rt::Vec<$crate::__rt::Vec<$crate::bindings::alcf::hpo::types::Assignment>>,
+                $crate::__rt::String,
+            > {
+                $crate::__rt::suggest::<$strategy>(count, pending)
+            }
+            fn observe(
+                outcomes: $crate::__rt::Vec<$crate::bindings::alcf::hpo::types::Outcome>,
+            ) -> ::core::result::Result<(), $crate::__rt::String> {
+                $crate::__rt::observe::<$strategy>(outcomes)
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_strategy_plugin!(__AlcfStrategyExport with_types_in $crate::bindings);
+    };
+}
+
+/// Conversions and instance storage behind [`export_strategy!`].
+#[doc(hidden)]
+pub mod __rt {
+    use crate::Strategy;
+    use crate::bindings::alcf::hpo::types as b;
+    use crate::types as t;
+    use std::any::Any;
+    use std::cell::RefCell;
+    pub use std::string::String;
+    pub use std::vec::Vec;
+
+    thread_local! {
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    fn value_in(v: b::Value) -> t::Value {
+        match v {
+            b::Value::Float(x) => t::Value::Float(x),
+            b::Value::Int(x) => t::Value::Int(x),
+            b::Value::Choice(x) => t::Value::Choice(x),
+        }
+    }
+    fn value_out(v: t::Value) -> b::Value {
+        match v {
+            t::Value::Float(x) => b::Value::Float(x),
+            t::Value::Int(x) => b::Value::Int(x),
+            t::Value::Choice(x) => b::Value::Choice(x),
+        }
+    }
+    fn trial_in(tr: b::Trial) -> t::Trial {
+        t::Trial {
+            id: tr.id,
+            params: tr.params.into_iter().map(|a| t::Assignment { name: a.name, value: value_in(a.value) }).collect(),
+        }
+    }
+    pub fn study_in(s: b::Study) -> t::Study {
+        t::Study {
+            name: s.name,
+            space: s
+                .space
+                .into_iter()
+                .map(|p| t::Param {
+                    name: p.name,
+                    domain: match p.domain {
+                        b::Domain::Float(r) => t::Domain::Float { low: r.low, high: r.high, log: r.log },
+                        b::Domain::Int(r) => t::Domain::Int { low: r.low, high: r.high, log: r.log },
+                        b::Domain::Choice(c) => t::Domain::Choice(c),
+                    },
+                })
+                .collect(),
+            direction: match s.direction {
+                b::Direction::Minimize => t::Direction::Minimize,
+                b::Direction::Maximize => t::Direction::Maximize,
+            },
+            objective: s.objective,
+            seed: s.seed,
+            budget: s.budget,
+            parallelism: s.parallelism,
+            options: s.options,
+        }
+    }
+
+    pub fn describe<S: Strategy>() -> b::Info {
+        let i = S::info();
+        b::Info { name: i.name, version: i.version, description: i.description, capabilities: i.capabilities }
+    }
+
+    pub fn init<S: Strategy>(study: b::Study) -> Result<(), String> {
+        let study = study_in(study);
+        let s = S::new(&study)?;
+        INSTANCE.with(|c| *c.borrow_mut() = Some(Box::new(s)));
+        Ok(())
+    }
+
+    fn with_instance<S: Strategy, R>(call: &str, f: impl FnOnce(&mut S) -> Result<R, String>) -> Result<R, String> {
+        INSTANCE.with(|c| {
+            let mut guard = c.try_borrow_mut().map_err(|_| format!("{call} re-entered the plugin"))?;
+            let s = guard
+                .as_mut()
+                .and_then(|b| b.downcast_mut::<S>())
+                .ok_or_else(|| format!("{call} called before a successful init"))?;
+            f(s)
+        })
+    }
+
+    pub fn suggest<S: Strategy>(count: u32, pending: Vec<b::Trial>) -> Result<Vec<Vec<b::Assignment>>, String> {
+        let pending: Vec<t::Trial> = pending.into_iter().map(trial_in).collect();
+        let mut out = with_instance::<S, _>("suggest", |s| s.suggest(count as usize, &pending))?;
+        out.truncate(count as usize);
+        Ok(out
+            .into_iter()
+            .map(|p| p.into_iter().map(|a| b::Assignment { name: a.name, value: value_out(a.value) }).collect())
+            .collect())
+    }
+
+    pub fn observe<S: Strategy>(outcomes: Vec<b::Outcome>) -> Result<(), String> {
+        let outcomes: Vec<t::Outcome> = outcomes
+            .into_iter()
+            .map(|o| t::Outcome {
+                trial: trial_in(o.trial),
+                status: match o.status {
+                    b::Status::Completed => t::Status::Completed,
+                    b::Status::Failed => t::Status::Failed,
+                    b::Status::Pruned => t::Status::Pruned,
+                },
+                value: o.value,
+                metrics: o.metrics,
+            })
+            .collect();
+        with_instance::<S, _>("observe", |s| s.observe(&outcomes))
+    }
+
+    /// Drops the stored instance (tests).
+    pub fn reset() {
+        INSTANCE.with(|c| *c.borrow_mut() = None);
+    }
+}

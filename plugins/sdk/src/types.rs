@@ -1,0 +1,175 @@
+//! Plain Rust mirrors of the WIT types (`alcf:hpo/types@0.1.0`).
+//!
+//! Strategies work with these types only, so their algorithms compile and test natively without
+//! any WebAssembly machinery. The export layer converts to and from the generated bindings.
+
+/// One hyperparameter value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Float(f64),
+    Int(i64),
+    Choice(String),
+}
+
+impl Value {
+    /// The value as a float (ints converted), `None` for a choice.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(v) => Some(*v),
+            Value::Int(v) => Some(*v as f64),
+            Value::Choice(_) => None,
+        }
+    }
+}
+
+/// A value bound to a parameter name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment {
+    pub name: String,
+    pub value: Value,
+}
+
+/// One suggestion: a value for every parameter of the space.
+pub type Params = Vec<Assignment>;
+
+/// Where a parameter lives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Domain {
+    /// Closed interval; `log`: uniform in log(value) (low > 0).
+    Float { low: f64, high: f64, log: bool },
+    /// Closed integer interval; `log` as for floats (low >= 1).
+    Int { low: i64, high: i64, log: bool },
+    /// Unordered categories.
+    Choice(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub domain: Domain,
+}
+
+impl Param {
+    pub fn float(name: &str, low: f64, high: f64) -> Self {
+        Param { name: name.into(), domain: Domain::Float { low, high, log: false } }
+    }
+    pub fn log_float(name: &str, low: f64, high: f64) -> Self {
+        Param { name: name.into(), domain: Domain::Float { low, high, log: true } }
+    }
+    pub fn int(name: &str, low: i64, high: i64) -> Self {
+        Param { name: name.into(), domain: Domain::Int { low, high, log: false } }
+    }
+    pub fn log_int(name: &str, low: i64, high: i64) -> Self {
+        Param { name: name.into(), domain: Domain::Int { low, high, log: true } }
+    }
+    pub fn choice(name: &str, choices: &[&str]) -> Self {
+        Param { name: name.into(), domain: Domain::Choice(choices.iter().map(|s| s.to_string()).collect()) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Minimize,
+    Maximize,
+}
+
+/// What a strategy is told about the study it serves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Study {
+    pub name: String,
+    pub space: Vec<Param>,
+    pub direction: Direction,
+    pub objective: String,
+    pub seed: u64,
+    pub budget: Option<u32>,
+    pub parallelism: u32,
+    /// Plugin options as a JSON object text ("{}" when none); see [`crate::Options`].
+    pub options: String,
+}
+
+impl Study {
+    /// A minimizing study over `space` with seed 0, no budget, parallelism 1 and no options:
+    /// convenient in native tests. Adjust the public fields as needed.
+    pub fn new(space: Vec<Param>) -> Self {
+        Study {
+            name: "study".into(),
+            space,
+            direction: Direction::Minimize,
+            objective: "objective".into(),
+            seed: 0,
+            budget: None,
+            parallelism: 1,
+            options: "{}".into(),
+        }
+    }
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    pub fn with_options(mut self, options: &str) -> Self {
+        self.options = options.into();
+        self
+    }
+    pub fn with_direction(mut self, direction: Direction) -> Self {
+        self.direction = direction;
+        self
+    }
+}
+
+/// A trial that was started: its id and parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    pub id: u64,
+    pub params: Params,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Completed,
+    Failed,
+    Pruned,
+}
+
+/// A finished trial.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub trial: Trial,
+    pub status: Status,
+    /// The objective as reported (not negated for maximization); `None` unless completed.
+    pub value: Option<f64>,
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// What `describe` returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// Host capabilities the plugin wants: any of "log", "storage", "llm", "jobs".
+    pub capabilities: Vec<String>,
+}
+
+impl PluginInfo {
+    pub fn new(name: &str, version: &str, description: &str) -> Self {
+        PluginInfo {
+            name: name.into(),
+            version: version.into(),
+            description: description.into(),
+            capabilities: Vec::new(),
+        }
+    }
+    pub fn with_capabilities(mut self, caps: &[&str]) -> Self {
+        self.capabilities = caps.iter().map(|s| s.to_string()).collect();
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
