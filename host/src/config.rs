@@ -1,0 +1,506 @@
+//! The study configuration file (TOML) and its validation.
+//!
+//! Every error names the file, the line and the field, and says what to change. Paths inside a
+//! configuration are relative to the file that names them, so a config can be run from anywhere.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::space::{Choice, Domain, Param, SearchSpace};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// `toml`'s message already names the line, column and field, with the offending text.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}, line {line}: field `{field}`: {message}")]
+    Invalid { path: PathBuf, line: usize, field: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Minimize,
+    Maximize,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Minimize => "minimize",
+            Direction::Maximize => "maximize",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "minimize" => Some(Direction::Minimize),
+            "maximize" => Some(Direction::Maximize),
+            _ => None,
+        }
+    }
+
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Minimize => a < b,
+            Direction::Maximize => a > b,
+        }
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    study: FileStudy,
+    strategy: Option<FileStrategy>,
+    executor: Option<Spanned<FileExecutor>>,
+    space: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileStudy {
+    name: Option<String>,
+    objective: Option<String>,
+    direction: Option<Direction>,
+    trials: Option<u32>,
+    max_time: Option<Spanned<String>>,
+    parallel: Option<Spanned<u32>>,
+    seed: Option<u64>,
+    space: Option<Spanned<String>>,
+    root: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStrategy {
+    plugin: Option<String>,
+    allow: Option<Spanned<Vec<String>>>,
+    memory_mib: Option<Spanned<u64>>,
+    suggest_timeout_s: Option<Spanned<f64>>,
+    max_restarts: Option<u32>,
+    options: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum FileExecutor {
+    Bench {
+        function: String,
+        dim: Option<usize>,
+        /// Simulated trial duration in seconds, for testing parallelism and resume.
+        delay_s: Option<f64>,
+    },
+    Local {
+        command: Vec<String>,
+        timeout_s: Option<f64>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+}
+
+// ---- the validated configuration ------------------------------------------------------------
+
+/// Capabilities a plugin may be granted.
+pub const CAPABILITIES: [&str; 4] = ["log", "storage", "llm", "jobs"];
+
+#[derive(Debug, Clone)]
+pub struct StrategyConfig {
+    pub plugin: Option<PathBuf>,
+    pub allow: Vec<String>,
+    pub memory_bytes: u64,
+    pub suggest_timeout: Duration,
+    pub max_restarts: u32,
+    /// Plugin options as a JSON object.
+    pub options: serde_json::Value,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        StrategyConfig {
+            plugin: None,
+            allow: vec!["log".into(), "storage".into()],
+            memory_bytes: 512 << 20,
+            suggest_timeout: Duration::from_secs(30),
+            max_restarts: 3,
+            options: serde_json::json!({}),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorConfig {
+    Bench { function: String, dim: Option<usize>, delay: Option<Duration> },
+    Local { command: Vec<String>, timeout: Option<Duration>, env: BTreeMap<String, String>, workdir: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, if any.
+    pub source: Option<PathBuf>,
+    pub name: Option<String>,
+    pub objective: Option<String>,
+    pub direction: Option<Direction>,
+    pub trials: Option<u32>,
+    pub max_time: Option<Duration>,
+    pub parallel: u32,
+    pub seed: u64,
+    pub root: Option<PathBuf>,
+    pub space: Option<SearchSpace>,
+    pub strategy: StrategyConfig,
+    pub executor: Option<ExecutorConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: None,
+            name: None,
+            objective: None,
+            direction: None,
+            trials: None,
+            max_time: None,
+            parallel: 1,
+            seed: 0,
+            root: None,
+            space: None,
+            strategy: StrategyConfig::default(),
+            executor: None,
+        }
+    }
+}
+
+/// Maps byte offsets of a file to 1-based line numbers.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.0[..offset.min(self.0.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let lines = Lines(text);
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let invalid = |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
+            path: path.into(),
+            line: lines.line(span.start),
+            field: field.into(),
+            message,
+        };
+
+        let mut config = Config { source: Some(path.into()), ..Config::default() };
+        let s = file.study;
+        config.name = s.name;
+        config.objective = s.objective;
+        config.direction = s.direction;
+        config.trials = s.trials;
+        config.seed = s.seed.unwrap_or(0);
+        config.root = s.root.map(|r| base.join(r));
+        if let Some(p) = s.parallel {
+            if *p.get_ref() == 0 {
+                return Err(invalid(p.span(), "study.parallel", "must be at least 1".into()));
+            }
+            config.parallel = p.into_inner();
+        }
+        if let Some(t) = s.max_time {
+            let span = t.span();
+            config.max_time =
+                Some(parse_duration(t.get_ref()).map_err(|m| invalid(span, "study.max_time", m))?);
+        }
+
+        // The space: inline, or from a separate reusable file.
+        match (s.space, file.space) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Usage(format!(
+                    "{}: give the search space either inline as [space] or as study.space = \"file\", not both",
+                    path.display()
+                )));
+            }
+            (Some(file_ref), None) => {
+                let space_path = base.join(file_ref.get_ref());
+                let space_text = std::fs::read_to_string(&space_path).map_err(|e| {
+                    invalid(file_ref.span(), "study.space", format!("cannot read {}: {e}", space_path.display()))
+                })?;
+                config.space = Some(parse_space_file(&space_text, &space_path)?);
+            }
+            (None, Some(table)) => config.space = Some(space_from_table(table, text, path)?),
+            (None, None) => {}
+        }
+
+        if let Some(st) = file.strategy {
+            let mut sc = StrategyConfig::default();
+            sc.plugin = st.plugin.map(|p| base.join(p));
+            if let Some(allow) = st.allow {
+                for cap in allow.get_ref() {
+                    if !CAPABILITIES.contains(&cap.as_str()) {
+                        return Err(invalid(
+                            allow.span(),
+                            "strategy.allow",
+                            format!("unknown capability `{cap}`; known: {}", CAPABILITIES.join(", ")),
+                        ));
+                    }
+                }
+                sc.allow = allow.into_inner();
+            }
+            if let Some(m) = st.memory_mib {
+                if *m.get_ref() < 16 || *m.get_ref() > 64 * 1024 {
+                    return Err(invalid(m.span(), "strategy.memory_mib", "must be between 16 and 65536".into()));
+                }
+                sc.memory_bytes = m.into_inner() << 20;
+            }
+            if let Some(t) = st.suggest_timeout_s {
+                let v = *t.get_ref();
+                if !(v > 0.0 && v <= 86_400.0) {
+                    return Err(invalid(t.span(), "strategy.suggest_timeout_s", "must be in (0, 86400]".into()));
+                }
+                sc.suggest_timeout = Duration::from_secs_f64(v);
+            }
+            if let Some(r) = st.max_restarts {
+                sc.max_restarts = r;
+            }
+            if let Some(o) = st.options {
+                sc.options = serde_json::to_value(o).map_err(|e| ConfigError::Parse {
+                    path: path.into(),
+                    message: format!("strategy.options: {e}"),
+                })?;
+            }
+            config.strategy = sc;
+        }
+
+        if let Some(ex) = file.executor {
+            let span = ex.span();
+            config.executor = Some(match ex.into_inner() {
+                FileExecutor::Bench { function, dim, delay_s } => ExecutorConfig::Bench {
+                    function,
+                    dim,
+                    delay: delay_s.map(|d| Duration::from_secs_f64(d.max(0.0))),
+                },
+                FileExecutor::Local { command, timeout_s, env } => {
+                    if command.is_empty() {
+                        return Err(invalid(span, "executor.command", "must name a program".into()));
+                    }
+                    let timeout = match timeout_s {
+                        Some(t) if t <= 0.0 => {
+                            return Err(invalid(span, "executor.timeout_s", "must be positive".into()));
+                        }
+                        t => t.map(Duration::from_secs_f64),
+                    };
+                    ExecutorConfig::Local { command, timeout, env, workdir: base.clone() }
+                }
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Reads a reusable search-space file: a TOML file with a `[space]` table (or the parameters at top level).
+pub fn parse_space_file(text: &str, path: &Path) -> Result<SearchSpace, ConfigError> {
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+    let table = match table.remove("space") {
+        Some(toml::Value::Table(t)) if table.is_empty() => t,
+        Some(_) => {
+            return Err(ConfigError::Usage(format!(
+                "{}: a space file holds only a [space] table of parameters",
+                path.display()
+            )));
+        }
+        None => table,
+    };
+    space_from_table(table, text, path)
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum ParamDef {
+    Float {
+        low: f64,
+        high: f64,
+        #[serde(default)]
+        log: bool,
+    },
+    Int {
+        low: i64,
+        high: i64,
+        #[serde(default)]
+        log: bool,
+    },
+    Choice {
+        values: Vec<toml::Value>,
+    },
+}
+
+fn space_from_table(table: toml::Table, text: &str, path: &Path) -> Result<SearchSpace, ConfigError> {
+    let lines = Lines(text);
+    let line_of = |name: &str| {
+        // Tables lose their spans once deserialized as a whole; find the key's line in the text instead.
+        text.find(&format!("\n{name} ")).or_else(|| text.find(&format!("\n{name}="))).map_or(1, |o| lines.line(o + 1))
+    };
+    let mut params = Vec::with_capacity(table.len());
+    for (name, value) in table {
+        let field = format!("space.{name}");
+        let def: ParamDef = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+            path: path.into(),
+            line: line_of(&name),
+            field: field.clone(),
+            message: format!(
+                "{}; write e.g. {{ type = \"float\", low = 0.0, high = 1.0, log = false }}, \
+                 {{ type = \"int\", low = 1, high = 10 }} or {{ type = \"choice\", values = [\"a\", \"b\"] }}",
+                e.message()
+            ),
+        })?;
+        let domain = match def {
+            ParamDef::Float { low, high, log } => Domain::Float { low, high, log },
+            ParamDef::Int { low, high, log } => Domain::Int { low, high, log },
+            ParamDef::Choice { values } => {
+                let mut choices = Vec::with_capacity(values.len());
+                for v in values {
+                    let json = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
+                    choices.push(Choice::from_json(json).map_err(|m| ConfigError::Invalid {
+                        path: path.into(),
+                        line: line_of(&name),
+                        field: field.clone(),
+                        message: m,
+                    })?);
+                }
+                Domain::Choice(choices)
+            }
+        };
+        params.push(Param { name, domain });
+    }
+    SearchSpace::new(params).map_err(|e| {
+        let (line, field) = match &e {
+            crate::space::SpaceError::BadParam { name, .. } | crate::space::SpaceError::Duplicate(name) => {
+                (line_of(name), format!("space.{name}"))
+            }
+            crate::space::SpaceError::Empty => (1, "space".into()),
+        };
+        ConfigError::Invalid { path: path.into(), line, field, message: e.to_string() }
+    })
+}
+
+/// Parses "90s", "15m", "2h", "1d", "1h30m" or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return if secs > 0.0 { Ok(Duration::from_secs_f64(secs)) } else { Err("must be positive".into()) };
+    }
+    let mut total = 0.0;
+    let mut number = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86400.0,
+            _ => return Err(format!("`{text}` is not a duration; write e.g. 90s, 15m, 2h or 1h30m")),
+        };
+        let n: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 90s, 15m, 2h"))?;
+        total += n * unit;
+        number.clear();
+    }
+    if !number.is_empty() || total <= 0.0 {
+        return Err(format!("`{text}` is not a duration; write e.g. 90s, 15m, 2h or 1h30m"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let text = r#"
+[study]
+name = "demo"
+objective = "val_acc"
+direction = "maximize"
+trials = 20
+parallel = 4
+max_time = "1h30m"
+
+[strategy]
+plugin = "../plugins/random.wasm"
+allow = ["log", "llm"]
+options = { beta = 2.0 }
+
+[executor]
+kind = "local"
+command = ["python3", "train.py", "--lr", "{lr}"]
+timeout_s = 60
+
+[space]
+lr = { type = "float", low = 1e-5, high = 1e-1, log = true }
+model = { type = "choice", values = ["a", "b"] }
+batch = { type = "choice", values = [32, 64] }
+epochs = { type = "int", low = 1, high = 5 }
+"#;
+        let c = Config::parse(text, Path::new("/cfg/demo.toml")).unwrap();
+        assert_eq!(c.parallel, 4);
+        assert_eq!(c.max_time, Some(Duration::from_secs(5400)));
+        assert_eq!(c.strategy.plugin.as_deref(), Some(Path::new("/cfg/../plugins/random.wasm")));
+        assert_eq!(c.strategy.options["beta"], 2.0);
+        let space = c.space.unwrap();
+        let names: Vec<_> = space.names().collect();
+        assert_eq!(names, ["lr", "model", "batch", "epochs"], "file order is kept");
+        assert!(matches!(c.executor, Some(ExecutorConfig::Local { .. })));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = Config::parse("[study]\ntrails = 3\n", Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("line 2") && e.contains("trails"), "{e}");
+
+        let text = "[study]\nname = \"a\"\n\n[space]\nlr = { type = \"float\", low = 1.0, high = 0.5 }\n";
+        let e = Config::parse(text, Path::new("y.toml")).unwrap_err().to_string();
+        assert!(e.contains("y.toml, line 5: field `space.lr`"), "{e}");
+
+        let text = "[space]\nx = { type = \"floaty\", low = 1.0, high = 2.0 }\n";
+        let e = Config::parse(text, Path::new("z.toml")).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("space.x"), "{e}");
+
+        let text = "[strategy]\nallow = [\"network\"]\n";
+        let e = Config::parse(text, Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("strategy.allow") && e.contains("network"), "{e}");
+
+        let text = "[study]\nparallel = 0\n";
+        let e = Config::parse(text, Path::new("v.toml")).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("study.parallel"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! alcf-host: hyperparameter search where strategies are sandboxed WebAssembly plugins.
+//!
+//! See docs/ARCHITECTURE.md for the bird's-eye view. Module map:
+//! - [`space`]: search spaces, assignments and their validation (shared vocabulary).
+//! - [`config`]: the TOML study configuration.
+//! - [`study`]: the study database (SQLite).
+//! - [`plugin`]: the wasmtime runtime that loads and sandboxes strategy plugins.
+//! - [`executor`]: how trials run (bench functions, local subprocesses).
+//! - [`campaign`]: the ask/tell loop that ties them together.
+
+pub mod config;
+pub mod executor;
+pub mod plugin;
+pub mod space;
+pub mod study;

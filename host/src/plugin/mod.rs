@@ -1,0 +1,318 @@
+//! The plugin runtime: loads strategy components, sandboxes them, and calls them under limits.
+//!
+//! - One [`wasmtime::Engine`] per process ([`PluginRuntime`]), with epoch interruption driven by a
+//!   ticker on its own OS thread, so a runaway guest is stopped even while it never yields.
+//! - Compiled components are cached on disk, keyed by the component's SHA-256 and the engine's
+//!   compatibility hash (wasmtime version and compiler settings), so a second start skips Cranelift.
+//! - Each plugin instance lives in its own [`wasmtime::Store`] with a memory cap and a per-call CPU
+//!   deadline. After any trap the store is dropped: [`strategy::SandboxedStrategy`] rebuilds it by
+//!   replaying the study history.
+//!
+//! Plugins never see credentials, files, sockets, environment variables or arguments: WASI is
+//! linked with a context that grants nothing, and host capabilities are granted per plugin.
+
+pub mod sandbox;
+pub mod strategy;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine};
+
+pub use sandbox::PluginState;
+
+/// The ABI this host implements: the WIT package and its version.
+pub const ABI_PACKAGE: &str = "alcf:hpo";
+pub const ABI_VERSION: &str = "0.1.0";
+
+/// How often the epoch ticker advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "strategy-plugin",
+        imports: { "alcf:hpo/llm.chat": async, default: tracing },
+        exports: { default: async },
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read plugin {path}: {source}. Check the path (built plugins land in plugins/*.wasm; build them with scripts/build-plugins.sh)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a WebAssembly component: {message}. Build plugins with `cargo build --target wasm32-wasip2 --release`")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "{path} is not a strategy plugin: it exports [{exports}], not `{ABI_PACKAGE}/strategy@{ABI_VERSION}`. Write it with the plugin SDK (docs/plugin-guide.md)"
+    )]
+    NotAStrategy { path: PathBuf, exports: String },
+    #[error(
+        "{path} was built against plugin ABI {ABI_PACKAGE}@{found}, but this alcf-host speaks {ABI_PACKAGE}@{ABI_VERSION}. Rebuild the plugin against this host's wit/ (or use a host release that speaks {found})"
+    )]
+    AbiMismatch { path: PathBuf, found: String },
+    #[error("{path} imports {imports}, which this host does not provide to strategy plugins")]
+    UnknownImports { path: PathBuf, imports: String },
+    #[error("{path}: {message}")]
+    Link { path: PathBuf, message: String },
+}
+
+/// What `plugin inspect` shows and what the study records about a plugin file.
+#[derive(Debug, Clone)]
+pub struct ComponentSummary {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    /// The version of the ABI package the component was built against.
+    pub abi_version: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cached: bool,
+    pub load_time: Duration,
+}
+
+/// A compiled, type-checked strategy component, ready to instantiate any number of times.
+pub struct LoadedPlugin {
+    pub summary: ComponentSummary,
+    pre: bindings::StrategyPluginPre<PluginState>,
+}
+
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache_dir: Option<PathBuf>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Where compiled components are cached unless configured otherwise.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("ALCF_HOST_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("alcf-host").join("components"))
+}
+
+impl PluginRuntime {
+    /// Builds the engine, the linker with every host capability, and starts the epoch ticker.
+    /// `cache_dir = None` disables the compilation cache.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginRuntime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<PluginState>::new(&engine);
+        // WASI is linked (Rust guests import it even when they compute only) but its context grants
+        // nothing: no preopened directories, no sockets, no environment, stdin closed.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.weak();
+        std::thread::Builder::new().name("alcf-epoch-ticker".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(PluginRuntime { engine, linker, cache_dir, ticker_stop })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, compiles (or loads from the cache), checks the ABI of, and links a strategy plugin.
+    pub fn load(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let (component, summary) = self.compile(path)?;
+        check_strategy(&summary)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link {
+            path: path.into(),
+            message: format!("{e:#}"),
+        })?;
+        let pre = bindings::StrategyPluginPre::new(pre).map_err(|e| LoadError::Link {
+            path: path.into(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(LoadedPlugin { summary, pre })
+    }
+
+    /// Compiles any component and describes its imports and exports, without requiring it to be
+    /// a strategy (used by `plugin inspect`).
+    pub fn compile(&self, path: &Path) -> Result<(Component, ComponentSummary), LoadError> {
+        let start = Instant::now();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.into(), message: format!("{e:#}") };
+
+        let cache_file = self.cache_dir.as_ref().map(|dir| {
+            let mut h = std::hash::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
+        });
+        let mut cached = false;
+        let mut component = None;
+        if let Some(file) = cache_file.as_ref().filter(|f| f.exists()) {
+            // SAFETY: the cache holds only artifacts this host serialized itself, named by the
+            // content hash of their source and the engine's compatibility hash; wasmtime still
+            // checks the header and version, and a failure falls back to compiling.
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(c) => {
+                    component = Some(c);
+                    cached = true;
+                }
+                Err(e) => tracing::warn!("ignoring unreadable cache entry {}: {e:#}", file.display()),
+            }
+        }
+        let component = match component {
+            Some(c) => c,
+            None => {
+                // Reject core modules and garbage before Cranelift sees them, with a clear message.
+                if !wasmparser_is_component(&bytes) {
+                    return Err(LoadError::Invalid {
+                        path: path.into(),
+                        message: "the file is a core module or not WebAssembly at all".into(),
+                    });
+                }
+                let c = Component::new(&self.engine, &bytes).map_err(invalid)?;
+                if let Some(file) = &cache_file {
+                    store_in_cache(&c, file);
+                }
+                c
+            }
+        };
+
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_) | ComponentItem::ComponentFunc(_)))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let abi_version = exports
+            .iter()
+            .chain(imports.iter())
+            .find_map(|n| abi_version_of(n))
+            .unwrap_or_else(|| "none".into());
+        let summary = ComponentSummary {
+            path: path.into(),
+            sha256,
+            size: bytes.len() as u64,
+            abi_version,
+            imports,
+            exports,
+            cached,
+            load_time: start.elapsed(),
+        };
+        Ok((component, summary))
+    }
+}
+
+/// The component-model preamble: magic, then version 0x0d with layer 1 (a core module has layer 0).
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+fn store_in_cache(component: &Component, file: &Path) {
+    let write = || -> anyhow::Result<()> {
+        let dir = file.parent().ok_or_else(|| anyhow::anyhow!("cache path has no parent"))?;
+        std::fs::create_dir_all(dir)?;
+        let bytes = component.serialize()?;
+        // Write then rename, so a concurrent reader never sees half a file.
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, file)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::warn!("could not cache compiled plugin at {}: {e:#}", file.display());
+    }
+}
+
+/// `alcf:hpo/strategy@0.1.0` -> `0.1.0`.
+fn abi_version_of(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ABI_PACKAGE)?.strip_prefix('/')?;
+    rest.split_once('@').map(|(_, v)| v.to_string())
+}
+
+/// Semver rule of the component model for 0.x: the same major and minor.
+fn compatible(version: &str) -> bool {
+    let key = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    key(version) == key(ABI_VERSION)
+}
+
+fn check_strategy(s: &ComponentSummary) -> Result<(), LoadError> {
+    for name in s.exports.iter().chain(s.imports.iter()) {
+        if let Some(v) = abi_version_of(name)
+            && !compatible(&v)
+        {
+            return Err(LoadError::AbiMismatch { path: s.path.clone(), found: v });
+        }
+    }
+    if !s.exports.iter().any(|e| e.starts_with(&format!("{ABI_PACKAGE}/strategy@"))) {
+        return Err(LoadError::NotAStrategy { path: s.path.clone(), exports: s.exports.join(", ") });
+    }
+    let unknown: Vec<&str> = s
+        .imports
+        .iter()
+        .map(String::as_str)
+        .filter(|i| {
+            !(i.starts_with("wasi:")
+                || [&"log", &"storage", &"llm", &"types"].iter().any(|c| i.starts_with(&format!("{ABI_PACKAGE}/{c}@"))))
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(LoadError::UnknownImports { path: s.path.clone(), imports: unknown.join(", ") });
+    }
+    Ok(())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_versions() {
+        assert_eq!(abi_version_of("alcf:hpo/strategy@0.1.0").as_deref(), Some("0.1.0"));
+        assert_eq!(abi_version_of("wasi:io/streams@0.2.6"), None);
+        assert!(compatible("0.1.3"));
+        assert!(!compatible("0.2.0"));
+        assert!(!compatible("1.1.0"));
+    }
+
+    #[test]
+    fn core_modules_and_garbage_are_refused() {
+        let rt = PluginRuntime::new(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let core = dir.path().join("core.wasm");
+        std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+        let e = rt.load(&core).err().unwrap().to_string();
+        assert!(e.contains("not a WebAssembly component"), "{e}");
+        let missing = dir.path().join("missing.wasm");
+        let e = rt.load(&missing).err().unwrap().to_string();
+        assert!(e.contains("cannot read plugin") && e.contains("missing.wasm"), "{e}");
+    }
+}
