@@ -10,7 +10,10 @@
 //! Each trial is the leader of its own process group, so a timeout or a cancel stops everything it
 //! started, and leftover background processes are killed when it ends. On Linux a trial also dies
 //! with the host (`PR_SET_PDEATHSIG`): local jobs do not outlive the host, and the campaign re-runs
-//! interrupted trials on resume.
+//! interrupted trials on resume. The death signal covers the trial's main process only (processes
+//! it starts itself may outlive a SIGKILLed host, writing into a directory that a resubmission has
+//! moved aside), and it fires when the *thread* that spawned the trial exits: submit from a
+//! runtime worker thread, not from a short-lived `spawn_blocking` thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -58,6 +61,8 @@ pub struct LocalConfig {
     pub env: BTreeMap<String, String>,
     /// Base for a relative program path such as `./train.sh` (the configuration file's directory);
     /// `None` means the host's working directory. A bare name such as `python3` is looked up in PATH.
+    /// A literal argument naming an existing file here (`train.py` in `["python3", "train.py"]`) is
+    /// passed as its absolute path, since the program runs in the trial directory.
     pub workdir: Option<PathBuf>,
 }
 
@@ -297,7 +302,9 @@ impl Inner {
         params.push('\n');
         fs::write(&params_path, params).map_err(|e| fail(format!("cannot write {}: {e}", params_path.display())))?;
 
-        let mut argv = self.template.render(trial, &dir, &params_path).map_err(fail)?.into_iter();
+        let mut argv = self.template.render(trial, &dir, &params_path).map_err(fail)?;
+        self.resolve_script_args(&mut argv, &dir);
+        let mut argv = argv.into_iter();
         let program = self.resolve_program(argv.next().expect("a parsed template is not empty"));
         let log = |name: &str| {
             let path = dir.join(name);
@@ -361,6 +368,27 @@ impl Inner {
         match &self.config.workdir {
             Some(base) => std::path::absolute(base.join(&path)).unwrap_or_else(|_| base.join(&path)),
             None => std::path::absolute(&path).unwrap_or(path),
+        }
+    }
+
+    /// The program runs in the trial directory, so `["python3", "train.py"]` would not find a
+    /// `train.py` that sits next to the configuration. A literal argument (no placeholder, not an
+    /// option) that is a relative path naming an existing file under `workdir` (and not in the trial
+    /// directory) is therefore passed as that file's absolute path.
+    fn resolve_script_args(&self, argv: &mut [OsString], dir: &Path) {
+        let Some(base) = &self.config.workdir else { return };
+        for (arg, pieces) in argv.iter_mut().zip(&self.template.args).skip(1) {
+            let [Piece::Lit(lit)] = pieces.as_slice() else { continue };
+            let path = Path::new(lit);
+            if lit.starts_with('-') || lit.contains('=') || !path.is_relative() || dir.join(path).exists() {
+                continue;
+            }
+            let candidate = base.join(path);
+            if candidate.is_file()
+                && let Ok(abs) = std::path::absolute(&candidate)
+            {
+                *arg = abs.into_os_string();
+            }
         }
     }
 
@@ -897,6 +925,23 @@ mod tests {
         let job = ex.submit(&t).await.unwrap();
         assert_eq!(ex.wait(&t, &job).await.unwrap().failure, None);
         assert!(t.dir.join("ran.txt").exists());
+
+        // `["/bin/sh", "bin/train.sh", "{lr}"]`: the script argument is found next to the config too,
+        // while arguments that are not existing files stay as they are.
+        let config = LocalConfig {
+            command: ["/bin/sh", "bin/train.sh", "bin/nothing.sh", "--flag=bin/train.sh", "{lr}"]
+                .map(String::from)
+                .to_vec(),
+            workdir: Some(tmp.path().into()),
+            ..Default::default()
+        };
+        fs::write(&script, "printf '%s\\n' \"$0\" \"$@\" > ran.txt\n").unwrap();
+        let ex = LocalExecutor::new(config, &space()).unwrap();
+        let job = ex.submit(&t).await.unwrap();
+        assert_eq!(ex.wait(&t, &job).await.unwrap().failure, None);
+        let ran = fs::read_to_string(t.dir.join("ran.txt")).unwrap();
+        let abs = std::path::absolute(&script).unwrap();
+        assert_eq!(ran, format!("{}\nbin/nothing.sh\n--flag=bin/train.sh\n0.001\n", abs.display()));
     }
 
     #[tokio::test]
