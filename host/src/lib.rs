@@ -8,8 +8,11 @@
 //! - [`executor`]: how trials run (bench functions, local subprocesses).
 //! - [`campaign`]: the ask/tell loop that ties them together.
 
+pub mod campaign;
+pub mod commands;
 pub mod config;
 pub mod executor;
 pub mod plugin;
+pub mod progress;
 pub mod space;
 pub mod study;

@@ -1,1 +1,137 @@
-fn main() {}
+//! The `alcf-host` command line: parses arguments and hands off to `alcf_host::commands`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use alcf_host::commands::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "alcf-host", version, about = "Hyperparameter search on ALCF machines with sandboxed WebAssembly strategies")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run (or resume) a study: ask the strategy, run trials, record everything.
+    Run {
+        /// Strategy plugin, e.g. plugins/gp_ucb.wasm (overrides [strategy] plugin).
+        #[arg(long, value_name = "FILE.wasm")]
+        strategy: Option<PathBuf>,
+        /// Study configuration (TOML); see config/quickstart.toml.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// A built-in test function instead of a configured executor: bench:NAME[:DIM], e.g. bench:branin.
+        #[arg(long, value_name = "bench:NAME")]
+        objective: Option<String>,
+        /// Total number of trials in the study (earlier runs included).
+        #[arg(long)]
+        trials: Option<u32>,
+        /// Trials running at once.
+        #[arg(long)]
+        parallel: Option<u32>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Study name (directory under --root); default from the config or the objective and plugin.
+        #[arg(long)]
+        study: Option<String>,
+        /// Directory holding studies [default: $ALCF_STUDIES or ./studies].
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Continue an existing study: replay its finished trials, re-run interrupted ones.
+        #[arg(long)]
+        resume: bool,
+        /// Stop submitting after this much wall time, e.g. 90m, 2h.
+        #[arg(long, value_name = "DURATION")]
+        max_time: Option<String>,
+        /// No progress bar or summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Work with plugin files.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Look at recorded studies.
+    Study {
+        #[command(subcommand)]
+        command: StudyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Name, version, ABI version, capabilities and WIT imports of a plugin.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StudyCommand {
+    /// All studies under the root directory.
+    List {
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The best trial and the trial table of one study.
+    Show {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { strategy, config, objective, trials, parallel, seed, study, root, resume, max_time, quiet } => {
+                let opts =
+                    RunOptions { strategy, config, objective, trials, parallel, seed, study, root, resume, max_time, quiet };
+                let summary = commands::run(opts).await?;
+                if let alcf_host::campaign::StopReason::PluginFailed(m) | alcf_host::campaign::StopReason::ExecutorFailed(m) =
+                    &summary.reason
+                {
+                    anyhow::bail!("{m}");
+                }
+                Ok(())
+            }
+            Command::Plugin { command: PluginCommand::Inspect { file, json } } => commands::inspect(&file, json).await,
+            Command::Study { command: StudyCommand::List { root, json } } => {
+                commands::study_list(&root.unwrap_or_else(commands::default_root), json)
+            }
+            Command::Study { command: StudyCommand::Show { name, root, json } } => {
+                commands::study_show(&root.unwrap_or_else(commands::default_root), &name, json)
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `alcf-host study show X | head` closes the pipe early: not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -290,15 +290,22 @@ impl Assignment {
 
     /// `name=value` pairs for logs and tables.
     pub fn summary(&self) -> String {
+        let short = |v: &Value| match v {
+            Value::Float(x) => Assignment::format_float(*x),
+            other => other.to_string(),
+        };
         self.values.iter().map(|(n, v)| format!("{n}={}", short(v))).collect::<Vec<_>>().join(" ")
     }
-}
 
-fn short(v: &Value) -> String {
-    match v {
-        Value::Float(x) if x.abs() >= 1e-3 && x.abs() < 1e5 => format!("{x:.4}"),
-        Value::Float(x) => format!("{x:.3e}"),
-        other => other.to_string(),
+    /// Four significant digits, in scientific notation when that is shorter to read.
+    pub fn format_float(x: f64) -> String {
+        if x == 0.0 || (x.abs() >= 1e-3 && x.abs() < 1e5) {
+            let s = format!("{x:.4}");
+            let s = s.trim_end_matches('0');
+            s.trim_end_matches('.').to_string()
+        } else {
+            format!("{x:.3e}")
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! again with the stored job id when [`Executor::jobs_outlive_host`] is true (remote batch jobs keep
 //! running while a laptop sleeps), and re-runs the trial otherwise.
 
-// pub mod bench;
+pub mod bench;
 pub mod local;
 
 use std::future::Future;
