@@ -1,0 +1,214 @@
+//! Small dense linear algebra on packed lower-triangular matrices (row i holds i+1 entries,
+//! starting at i(i+1)/2), so a Cholesky factor grows by appending a row.
+
+/// Dot product with four independent accumulators (vectorizes without fast-math).
+#[inline]
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let ca = a.chunks_exact(4);
+    let cb = b.chunks_exact(4);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        acc[0] += x[0] * y[0];
+        acc[1] += x[1] * y[1];
+        acc[2] += x[2] * y[2];
+        acc[3] += x[3] * y[3];
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// `y += a·x`.
+#[inline]
+pub fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+#[inline]
+pub fn row_start(i: usize) -> usize {
+    i * (i + 1) / 2
+}
+
+/// A lower-triangular Cholesky factor in packed row storage.
+#[derive(Clone, Debug, Default)]
+pub struct Cholesky {
+    pub n: usize,
+    pub l: Vec<f64>,
+}
+
+impl Cholesky {
+    /// Factorizes the symmetric matrix whose lower triangle is given packed (`a`, n rows).
+    /// Returns `None` when a pivot is not positive (the matrix is not numerically PD).
+    pub fn factor(a: &[f64], n: usize) -> Option<Cholesky> {
+        let mut l = vec![0.0; row_start(n)];
+        for i in 0..n {
+            let ri = row_start(i);
+            for j in 0..=i {
+                let rj = row_start(j);
+                let s = a[ri + j] - dot(&l[ri..ri + j], &l[rj..rj + j]);
+                if i == j {
+                    if s <= 0.0 || !s.is_finite() {
+                        return None;
+                    }
+                    l[ri + i] = s.sqrt();
+                } else {
+                    l[ri + j] = s / l[rj + j];
+                }
+            }
+        }
+        Some(Cholesky { n, l })
+    }
+
+    #[inline]
+    pub fn row(&self, i: usize) -> &[f64] {
+        let r = row_start(i);
+        &self.l[r..r + i + 1]
+    }
+
+    /// Solves L z = b in place.
+    pub fn solve_lower(&self, b: &mut [f64]) {
+        for i in 0..self.n {
+            let row = self.row(i);
+            let s = b[i] - dot(&row[..i], &b[..i]);
+            b[i] = s / row[i];
+        }
+    }
+
+    /// Solves Lᵀ x = z in place.
+    pub fn solve_upper(&self, z: &mut [f64]) {
+        for i in (0..self.n).rev() {
+            let row = self.row(i);
+            let xi = z[i] / row[i];
+            z[i] = xi;
+            axpy(-xi, &row[..i], &mut z[..i]);
+        }
+    }
+
+    /// Solves (L Lᵀ) x = b in place.
+    pub fn solve(&self, b: &mut [f64]) {
+        self.solve_lower(b);
+        self.solve_upper(b);
+    }
+
+    /// Appends a row/column to the factored matrix: `k` holds the new column's off-diagonal
+    /// entries (length n) and `kdiag` its diagonal. Returns false (leaving self unchanged) when
+    /// the extended matrix is not numerically positive definite.
+    pub fn append(&mut self, k: &[f64], kdiag: f64) -> bool {
+        let mut z = k[..self.n].to_vec();
+        self.solve_lower(&mut z);
+        let d = kdiag - dot(&z, &z);
+        if d <= 0.0 || !d.is_finite() {
+            return false;
+        }
+        self.l.extend_from_slice(&z);
+        self.l.push(d.sqrt());
+        self.n += 1;
+        true
+    }
+
+    /// log det(L Lᵀ).
+    pub fn log_det(&self) -> f64 {
+        2.0 * (0..self.n).map(|i| self.l[row_start(i) + i].ln()).sum::<f64>()
+    }
+
+    /// The full inverse (L Lᵀ)⁻¹ as a dense row-major n×n matrix.
+    pub fn inverse(&self) -> Vec<f64> {
+        let n = self.n;
+        // Linv (lower) column by column, stored dense row-major.
+        let mut linv = vec![0.0; n * n];
+        for i in 0..n {
+            let row = self.row(i);
+            linv[i * n + i] = 1.0 / row[i];
+            for j in 0..i {
+                // (Linv)_ij = -(1/L_ii) Σ_{k=j}^{i-1} L_ik (Linv)_kj
+                let mut s = 0.0;
+                for k in j..i {
+                    s += row[k] * linv[k * n + j];
+                }
+                linv[i * n + j] = -s / row[i];
+            }
+        }
+        // A⁻¹ = Linvᵀ Linv: (A⁻¹)_ab = Σ_{k >= max(a,b)} Linv_ka Linv_kb.
+        let mut inv = vec![0.0; n * n];
+        for k in 0..n {
+            let r = &linv[k * n..k * n + k + 1];
+            for a in 0..=k {
+                let la = r[a];
+                if la == 0.0 {
+                    continue;
+                }
+                let dst = &mut inv[a * n..a * n + a + 1];
+                axpy(la, &r[..=a], dst);
+            }
+        }
+        for a in 0..n {
+            for b in 0..a {
+                inv[b * n + a] = inv[a * n + b];
+            }
+        }
+        inv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spd(n: usize) -> (Vec<f64>, Vec<f64>) {
+        // A = B Bᵀ + n I, dense and packed.
+        let mut s = 1u64;
+        let mut b = vec![0.0; n * n];
+        for v in b.iter_mut() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *v = ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5;
+        }
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] =
+                    (0..n).map(|k| b[i * n + k] * b[j * n + k]).sum::<f64>() + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let packed = (0..n).flat_map(|i| (0..=i).map(move |j| (i, j))).map(|(i, j)| a[i * n + j]).collect();
+        (a, packed)
+    }
+
+    #[test]
+    fn factor_solve_inverse_append() {
+        let n = 7;
+        let (a, packed) = spd(n);
+        let c = Cholesky::factor(&packed, n).unwrap();
+        let b: Vec<f64> = (0..n).map(|i| i as f64 - 2.0).collect();
+        let mut x = b.clone();
+        c.solve(&mut x);
+        for i in 0..n {
+            let ax: f64 = (0..n).map(|j| a[i * n + j] * x[j]).sum();
+            assert!((ax - b[i]).abs() < 1e-10);
+        }
+        let inv = c.inverse();
+        for i in 0..n {
+            for j in 0..n {
+                let e: f64 = (0..n).map(|k| a[i * n + k] * inv[k * n + j]).sum();
+                assert!((e - if i == j { 1.0 } else { 0.0 }).abs() < 1e-10);
+            }
+        }
+        // Appending the last row to the factor of the leading (n-1) block gives the same factor.
+        let mut c2 = Cholesky::factor(&packed[..row_start(n - 1)], n - 1).unwrap();
+        let last: Vec<f64> = (0..n - 1).map(|j| a[(n - 1) * n + j]).collect();
+        assert!(c2.append(&last, a[n * n - 1]));
+        for (u, v) in c.l.iter().zip(&c2.l) {
+            assert!((u - v).abs() < 1e-12);
+        }
+        let ld: f64 = c.log_det();
+        assert!(ld.is_finite());
+        // Not PD.
+        assert!(Cholesky::factor(&[1.0, 2.0, 1.0], 2).is_none());
+    }
+}

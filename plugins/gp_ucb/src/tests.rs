@@ -1,0 +1,120 @@
+use super::*;
+use alcf_testfns::{ParamKind, ParamValue, TestFunction};
+
+pub fn study_for(f: &TestFunction, seed: u64, options: &str) -> Study {
+    let space = f
+        .params
+        .iter()
+        .map(|p| Param {
+            name: p.name.clone(),
+            domain: match &p.kind {
+                ParamKind::Float { low, high, log } => Domain::Float { low: *low, high: *high, log: *log },
+                ParamKind::Int { low, high, log } => Domain::Int { low: *low, high: *high, log: *log },
+                ParamKind::Choice(c) => Domain::Choice(c.clone()),
+            },
+        })
+        .collect();
+    Study::new(space).with_seed(seed).with_options(options)
+}
+
+pub fn eval(f: &TestFunction, p: &Params) -> f64 {
+    let v: Vec<ParamValue> = f
+        .params
+        .iter()
+        .map(|s| match &p.iter().find(|a| a.name == s.name).unwrap().value {
+            Value::Float(x) => ParamValue::Float(*x),
+            Value::Int(x) => ParamValue::Int(*x),
+            Value::Choice(c) => ParamValue::Choice(c.clone()),
+        })
+        .collect();
+    (f.eval)(&v)
+}
+
+fn run(f: &TestFunction, seed: u64, n: usize, parallel: usize, options: &str) -> Vec<native::Record> {
+    let study = study_for(f, seed, options);
+    let mut s = GpUcb::new(&study).unwrap();
+    native::run(&mut s, &study, n, parallel, |p| Some(eval(f, p))).unwrap()
+}
+
+#[test]
+fn deterministic_for_a_seed() {
+    let f = alcf_testfns::mixed();
+    let a = run(&f, 7, 18, 2, "{}");
+    let b = run(&f, 7, 18, 2, "{}");
+    assert_eq!(a.iter().map(|r| &r.params).collect::<Vec<_>>(), b.iter().map(|r| &r.params).collect::<Vec<_>>());
+    let c = run(&f, 8, 18, 2, "{}");
+    assert_ne!(a[0].params, c[0].params);
+}
+
+#[test]
+fn finds_branin_basin() {
+    let f = alcf_testfns::branin();
+    for opts in ["{}", r#"{"acquisition":"logei"}"#] {
+        let r = run(&f, 1, 35, 1, opts);
+        let best = native::best(&r, Direction::Minimize).unwrap();
+        assert!(f.regret(best) < 0.05, "{opts}: regret {}", f.regret(best));
+    }
+}
+
+#[test]
+fn no_duplicates_with_8_pending() {
+    // A small mixed space, 8 workers: no suggestion may repeat a pending trial.
+    let f = alcf_testfns::mixed();
+    let r = run(&f, 3, 40, 8, "{}"); // native::run fails on a duplicate of a pending trial
+    assert_eq!(r.len(), 40);
+    // Also: one suggest call for 8 gives 8 distinct points.
+    let study = study_for(&alcf_testfns::hartmann6(), 1, "{\"n_init\": 4}");
+    let mut s = GpUcb::new(&study).unwrap();
+    let _ = native::run(&mut s, &study, 12, 1, |p| Some(eval(&alcf_testfns::hartmann6(), p))).unwrap();
+    let batch = s.suggest(8, &[]).unwrap();
+    for i in 0..8 {
+        for j in 0..i {
+            assert_ne!(batch[i], batch[j]);
+        }
+    }
+}
+
+#[test]
+fn degenerate_histories() {
+    let f = alcf_testfns::branin();
+    let study = study_for(&f, 0, "{}");
+    // All failed.
+    let mut s = GpUcb::new(&study).unwrap();
+    let r = native::run(&mut s, &study, 15, 1, |_| None).unwrap();
+    assert_eq!(r.len(), 15);
+    // Constant objective.
+    let mut s = GpUcb::new(&study).unwrap();
+    native::run(&mut s, &study, 15, 3, |_| Some(1.0)).unwrap();
+    // One point, then a suggestion.
+    let mut s = GpUcb::new(&study).unwrap();
+    native::run(&mut s, &study, 1, 1, |_| Some(2.0)).unwrap();
+    assert_eq!(s.suggest(2, &[]).unwrap().len(), 2);
+    // Duplicates: the same point observed many times.
+    let mut s = GpUcb::new(&study).unwrap();
+    let p = s.core.space.decode(&[0.3, 0.3]);
+    let outcomes: Vec<Outcome> = (0..12)
+        .map(|i| Outcome {
+            trial: Trial { id: i, params: p.clone() },
+            status: Status::Completed,
+            value: Some(5.0 + (i % 2) as f64),
+            metrics: vec![],
+        })
+        .collect();
+    s.observe(&outcomes).unwrap();
+    let sug = s.suggest(3, &[]).unwrap();
+    assert_eq!(sug.len(), 3);
+    // Half failed, maximize, discrete space smaller than the batch.
+    let tiny = Study::new(vec![Param::int("a", 0, 2), Param::choice("c", &["x", "y"])])
+        .with_direction(Direction::Maximize)
+        .with_seed(2);
+    let mut s = GpUcb::new(&tiny).unwrap();
+    let mut k = 0;
+    native::run(&mut s, &tiny, 20, 1, |_| {
+        k += 1;
+        if k % 2 == 0 { None } else { Some(k as f64) }
+    })
+    .unwrap();
+    // Bad options are errors, not panics.
+    assert!(GpUcb::new(&study.clone().with_options("{\"acquisition\": \"pi\"}")).is_err());
+    assert!(GpUcb::new(&study.clone().with_options("{\"nope\": 1}")).is_err());
+}
