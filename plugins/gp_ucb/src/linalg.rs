@@ -118,39 +118,29 @@ impl Cholesky {
         2.0 * (0..self.n).map(|i| self.l[row_start(i) + i].ln()).sum::<f64>()
     }
 
-    /// The full inverse (L Lᵀ)⁻¹ as a dense row-major n×n matrix.
+    /// The full inverse (L Lᵀ)⁻¹ as a dense row-major n×n matrix (symmetric).
     pub fn inverse(&self) -> Vec<f64> {
         let n = self.n;
-        // Linv (lower) column by column, stored dense row-major.
-        let mut linv = vec![0.0; n * n];
-        for i in 0..n {
-            let row = self.row(i);
-            linv[i * n + i] = 1.0 / row[i];
-            for j in 0..i {
-                // (Linv)_ij = -(1/L_ii) Σ_{k=j}^{i-1} L_ik (Linv)_kj
-                let mut s = 0.0;
-                for k in j..i {
-                    s += row[k] * linv[k * n + j];
-                }
-                linv[i * n + j] = -s / row[i];
+        // Columns of L⁻¹ (lower triangular): column j has entries j..n, stored contiguously.
+        let mut cols: Vec<Vec<f64>> = Vec::with_capacity(n);
+        for j in 0..n {
+            let mut c = vec![0.0; n - j];
+            for i in j..n {
+                let row = self.row(i);
+                let s = if i == j { 1.0 } else { 0.0 } - dot(&row[j..i], &c[..i - j]);
+                c[i - j] = s / row[i];
             }
+            cols.push(c);
         }
-        // A⁻¹ = Linvᵀ Linv: (A⁻¹)_ab = Σ_{k >= max(a,b)} Linv_ka Linv_kb.
+        // (A⁻¹)_ab = Σ_{k >= max(a,b)} (L⁻¹)_ka (L⁻¹)_kb, for b <= a: dot of the tails from k = a.
         let mut inv = vec![0.0; n * n];
-        for k in 0..n {
-            let r = &linv[k * n..k * n + k + 1];
-            for a in 0..=k {
-                let la = r[a];
-                if la == 0.0 {
-                    continue;
-                }
-                let dst = &mut inv[a * n..a * n + a + 1];
-                axpy(la, &r[..=a], dst);
-            }
-        }
         for a in 0..n {
-            for b in 0..a {
-                inv[b * n + a] = inv[a * n + b];
+            let ca = &cols[a];
+            for b in 0..=a {
+                let cb = &cols[b][a - b..];
+                let v = dot(ca, cb);
+                inv[a * n + b] = v;
+                inv[b * n + a] = v;
             }
         }
         inv
