@@ -33,6 +33,7 @@ fn parse_choice<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String
 /// Every flag is optional: an explicit flag beats the same key in --params, which beats the
 /// built-in default.
 #[derive(Args, Default)]
+#[command(allow_negative_numbers = true)]
 struct TrainArgs {
     /// params.json (JSON object name -> value, keys as the flags with '_'); default: $ALCF_PARAMS
     /// when set. Unknown keys are an error.
@@ -47,6 +48,9 @@ struct TrainArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Stop after N epochs in this invocation, as if preempted (exit status 75); --resume continues.
+    #[arg(long, value_name = "N", hide = true)]
+    stop_after: Option<i64>,
 
     /// resnet18 | resnet34 | resnet50 | vgg16 | densenet121 | cnn   [default: resnet18]
     #[arg(long, value_parser = parse_choice::<ModelKind>)]
@@ -237,8 +241,15 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Train(a) => {
             let cfg = a.to_config()?;
-            let opts = train::RunOptions { out: a.out_dir(), resume: a.resume, verbose: !a.quiet };
-            train::run(&cfg, &opts)?;
+            let opts =
+                train::RunOptions { out: a.out_dir(), resume: a.resume, verbose: !a.quiet, stop_after: a.stop_after };
+            if let Err(e) = train::run(&cfg, &opts) {
+                if let Some(s) = e.downcast_ref::<train::Stopped>() {
+                    eprintln!("alcf-trainer: {s}");
+                    std::process::exit(75);
+                }
+                return Err(e);
+            }
         }
         Cmd::GenData(a) => {
             let dir = data::write_synthetic(

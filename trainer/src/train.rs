@@ -27,7 +27,24 @@ pub struct RunOptions {
     pub resume: bool,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// Stop (as if preempted) once this many epochs are done in this invocation; the run then
+    /// returns [`Stopped`] and a later `--resume` continues it. For tests and walltime budgets.
+    pub stop_after: Option<i64>,
 }
+
+/// Returned (as the error) by [`run`] when `RunOptions::stop_after` ended the run early.
+#[derive(Debug)]
+pub struct Stopped {
+    pub epoch: i64,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped after epoch {} as asked (--stop-after); continue with --resume", self.epoch)
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// Try to load libtorch_cuda.so so that CUDA is usable without the `cuda` link feature (rustc's
 /// `--as-needed` drops it from the binary's dependencies). Harmless when it is missing.
@@ -326,7 +343,12 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let mut diverged = false;
     let mut train_time_total: f64 = history.iter().filter_map(|h| h.get("train_time_s").and_then(Value::as_f64)).sum();
 
+    let mut epochs_this_run = 0;
     for epoch in start_epoch..cfg.epochs {
+        if opts.stop_after.is_some_and(|k| epochs_this_run >= k) {
+            return Err(Stopped { epoch }.into());
+        }
+        epochs_this_run += 1;
         let t_epoch = Instant::now();
         tch::manual_seed(epoch_seed(cfg.seed, epoch));
         let perm = Tensor::randperm(n_train, (Kind::Int64, device));
