@@ -343,12 +343,10 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let mut diverged = false;
     let mut train_time_total: f64 = history.iter().filter_map(|h| h.get("train_time_s").and_then(Value::as_f64)).sum();
 
-    let mut epochs_this_run = 0;
-    for epoch in start_epoch..cfg.epochs {
-        if opts.stop_after.is_some_and(|k| epochs_this_run >= k) {
+    for (done_this_run, epoch) in (start_epoch..cfg.epochs).enumerate() {
+        if opts.stop_after.is_some_and(|k| done_this_run as i64 >= k) {
             return Err(Stopped { epoch }.into());
         }
-        epochs_this_run += 1;
         let t_epoch = Instant::now();
         tch::manual_seed(epoch_seed(cfg.seed, epoch));
         let perm = Tensor::randperm(n_train, (Kind::Int64, device));

@@ -109,8 +109,8 @@ fn synthetic_classes_are_distinguishable_by_mean_colour() {
     // Nearest-class-mean on colour alone is far above chance (1%).
     let mut centroids = vec![[0.0f64; 3]; 100];
     for i in 0..s.len() {
-        for ch in 0..3 {
-            centroids[s.fine[i] as usize][ch] += mean(i, ch) / 4.0;
+        for (ch, c) in centroids[s.fine[i] as usize].iter_mut().enumerate() {
+            *c += mean(i, ch) / 4.0;
         }
     }
     let probe = data::synth_set(2, 99);
