@@ -10,7 +10,8 @@
 //! drawn from l(x) (the good estimator) and the one maximizing ln l(x) − ln g(x) is suggested.
 //!
 //! Bandwidths: univariate (default, like Optuna) — per dimension, each component's σ is the larger
-//! distance to its sorted neighbours (prior at 0.5 included), clipped to [1/min(100, n + 1), 1]
+//! distance to its sorted neighbours (prior at 0.5 included; the extreme ones use their inner
+//! neighbour only, Optuna's `consider_endpoints=False`), clipped to [1/min(100, n + 1), 1]
 //! ("magic clip"); multivariate (`{"multivariate": true}`) — components are joint over all
 //! parameters, σ = 0.2 · n^(−1/(d+4)) (Scott's rule), and candidates are scored jointly.
 //!
@@ -164,9 +165,16 @@ impl Parzen {
                             if i == 0 {
                                 continue;
                             }
-                            let left = if r > 0 { mu[i] - mu[order[r - 1]] } else { mu[i] };
-                            let right = if r < n { mu[order[r + 1]] - mu[i] } else { 1.0 - mu[i] };
-                            sigma[i] = left.max(right).clamp(lo, 1.0);
+                            // Like Optuna with consider_endpoints=False: the extreme points use
+                            // their inner neighbour only, not the distance to the boundary.
+                            let left = if r > 0 { Some(mu[i] - mu[order[r - 1]]) } else { None };
+                            let right = if r < n { Some(mu[order[r + 1]] - mu[i]) } else { None };
+                            let s = match (left, right) {
+                                (Some(a), Some(b)) => a.max(b),
+                                (Some(a), None) | (None, Some(a)) => a,
+                                (None, None) => 1.0,
+                            };
+                            sigma[i] = s.clamp(lo, 1.0);
                         }
                     }
                     Kernel::numeric(mu, sigma)
