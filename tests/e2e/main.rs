@@ -1,1 +1,6 @@
+//! End-to-end tests: the real `alcf-host` binary, real wasm components, real SQLite files and
+//! real subprocesses. One harness (this file) with one module per area.
 
+mod cli;
+mod resume;
+mod sandbox;

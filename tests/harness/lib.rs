@@ -1,1 +1,78 @@
+//! Helpers for the end-to-end tests: locate (and if needed build) the `alcf-host` binary and the
+//! WebAssembly plugins, run the CLI, and read study databases.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).map_or_else(|| repo().join("target"), |p| {
+        if p.is_absolute() { p } else { repo().join(p) }
+    })
+}
+
+static BUILD: Once = Once::new();
+
+/// Builds the host binary and the plugins once per test process (cheap when they are fresh), so
+/// `cargo test` alone is enough.
+pub fn ensure_built() {
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "alcf-host", "--bin", "alcf-host"])
+            .current_dir(repo())
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building alcf-host failed");
+        let wanted = [plugin("random"), guest("hostile"), guest("future_abi"), guest("not_a_plugin")];
+        if std::env::var_os("ALCF_TEST_SKIP_PLUGIN_BUILD").is_none() || wanted.iter().any(|p| !p.exists()) {
+            let status = Command::new("bash")
+                .args(["scripts/build-plugins.sh", "--tests"])
+                .current_dir(repo())
+                .status()
+                .expect("run scripts/build-plugins.sh");
+            assert!(status.success(), "scripts/build-plugins.sh --tests failed");
+        }
+    });
+}
+
+pub fn host_bin() -> PathBuf {
+    ensure_built();
+    target_dir().join("debug").join("alcf-host")
+}
+
+pub fn plugin(name: &str) -> PathBuf {
+    repo().join("plugins").join(format!("{name}.wasm"))
+}
+
+pub fn guest(name: &str) -> PathBuf {
+    repo().join("tests").join("guests").join(format!("{name}.wasm"))
+}
+
+/// Runs `alcf-host` with the given arguments, with a private compile cache.
+pub fn alcf(args: &[&str], cache: &Path) -> Output {
+    Command::new(host_bin()).args(args).env("ALCF_HOST_CACHE", cache).output().expect("run alcf-host")
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// (id, state, value) of every trial in a study database.
+pub fn trial_states(study_dir: &Path) -> Vec<(u64, String, Option<f64>)> {
+    try_trial_states(study_dir).expect("read the study database")
+}
+
+/// As [`trial_states`], for a database that may still be being created by a running host.
+pub fn try_trial_states(study_dir: &Path) -> rusqlite::Result<Vec<(u64, String, Option<f64>)>> {
+    let conn = rusqlite::Connection::open_with_flags(
+        study_dir.join("study.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut stmt = conn.prepare("SELECT id, state, value FROM trial ORDER BY id")?;
+    stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?.collect()
+}

@@ -52,7 +52,8 @@ const TAIL_BYTES: usize = 4096;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LocalConfig {
     /// argv template, e.g. `["python3", "train.py", "--lr", "{lr}", "--out", "{trial_dir}"]`.
-    /// Placeholders: any search-space parameter, `{trial_dir}` (absolute), `{trial_id}` and
+    /// Placeholders: any search-space parameter, `{trial_dir}` (absolute), `{trial_id}`, `{config_dir}`
+    /// (absolute directory of the study config) and
     /// `{params}` (absolute path of params.json); `{{` and `}}` are literal braces.
     pub command: Vec<String>,
     /// Wall-clock limit per trial, counted from its start.
@@ -94,7 +95,7 @@ pub enum LocalConfigError {
     Ambiguous { index: usize, arg: String, name: String },
 }
 
-const BUILTINS: [&str; 3] = ["trial_dir", "trial_id", "params"];
+const BUILTINS: [&str; 4] = ["trial_dir", "trial_id", "params", "config_dir"];
 
 #[derive(Clone, Debug, PartialEq)]
 enum Piece {
@@ -103,6 +104,7 @@ enum Piece {
     TrialDir,
     TrialId,
     ParamsPath,
+    ConfigDir,
 }
 
 /// A parsed `command`: one list of pieces per argument.
@@ -121,7 +123,13 @@ impl Template {
     }
 
     /// The argv for one trial: exactly one argument per template element.
-    fn render(&self, trial: &TrialSpec, dir: &Path, params_path: &Path) -> Result<Vec<OsString>, String> {
+    fn render(
+        &self,
+        trial: &TrialSpec,
+        dir: &Path,
+        params_path: &Path,
+        config_dir: &Path,
+    ) -> Result<Vec<OsString>, String> {
         self.args
             .iter()
             .map(|pieces| {
@@ -136,6 +144,7 @@ impl Template {
                         Piece::TrialDir => out.push(dir),
                         Piece::TrialId => out.push(trial.id.to_string()),
                         Piece::ParamsPath => out.push(params_path),
+                        Piece::ConfigDir => out.push(config_dir),
                     }
                 }
                 Ok(out)
@@ -173,6 +182,7 @@ fn parse_arg(index: usize, arg: &str, space: &SearchSpace) -> Result<Vec<Piece>,
                     "trial_dir" => Some(Piece::TrialDir),
                     "trial_id" => Some(Piece::TrialId),
                     "params" => Some(Piece::ParamsPath),
+                    "config_dir" => Some(Piece::ConfigDir),
                     _ => None,
                 };
                 let piece = match (is_param, builtin) {
@@ -302,7 +312,12 @@ impl Inner {
         params.push('\n');
         fs::write(&params_path, params).map_err(|e| fail(format!("cannot write {}: {e}", params_path.display())))?;
 
-        let mut argv = self.template.render(trial, &dir, &params_path).map_err(fail)?;
+        // `{config_dir}`: where the study config lives, so a template can name files beside it.
+        let config_dir = match &self.config.workdir {
+            Some(w) => std::path::absolute(w).unwrap_or_else(|_| w.clone()),
+            None => std::env::current_dir().unwrap_or_default(),
+        };
+        let mut argv = self.template.render(trial, &dir, &params_path, &config_dir).map_err(fail)?;
         self.resolve_script_args(&mut argv, &dir);
         let mut argv = argv.into_iter();
         let program = self.resolve_program(argv.next().expect("a parsed template is not empty"));
@@ -730,7 +745,7 @@ mod tests {
         let t = Template::parse(&cmd(&["prog", "--lr={lr}", "{{lit}}", "x}}{{", "{trial_id}-{label}"]), &s).unwrap();
         let tmp = Path::new("/tmp/t");
         let spec = trial(tmp, 42, "two words");
-        let argv = t.render(&spec, &tmp.join("trial-42"), &tmp.join("trial-42/params.json")).unwrap();
+        let argv = t.render(&spec, &tmp.join("trial-42"), &tmp.join("trial-42/params.json"), tmp).unwrap();
         assert_eq!(argv, ["prog", "--lr=0.001", "{lit}", "x}{", "42-two words"].map(OsString::from));
 
         assert_eq!(Template::parse(&[], &s), Err(LocalConfigError::EmptyCommand));

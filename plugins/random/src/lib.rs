@@ -3,7 +3,9 @@ use alcf_plugin_sdk::*;
 
 pub struct RandomSearch {
     space: Space,
-    rng: Rng,
+    seed: u64,
+    /// The highest trial id seen so far.
+    seen: u64,
 }
 
 impl Strategy for RandomSearch {
@@ -13,25 +15,34 @@ impl Strategy for RandomSearch {
 
     fn new(study: &Study) -> Result<Self, String> {
         Options::parse(&study.options)?.check_known(&[])?;
-        Ok(RandomSearch { space: Space::new(&study.space)?, rng: Rng::new(study.seed) })
+        Ok(RandomSearch { space: Space::new(&study.space)?, seed: study.seed, seen: 0 })
     }
 
     fn suggest(&mut self, count: usize, pending: &[Trial]) -> Result<Vec<Params>, String> {
+        // One random stream per next trial id: a resumed study (fresh instance, replayed history)
+        // continues the sequence instead of repeating its first points.
+        let next = pending.iter().map(|t| t.id).fold(self.seen, u64::max) + 1;
+        let mut rng = Rng::derive(self.seed, next);
         let mut taken = encode_trials(&self.space, pending);
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
             // Redraw (a few times) a point that repeats a pending one: only small discrete spaces hit this.
-            let mut x = self.space.sample(&mut self.rng);
+            let mut x = self.space.sample(&mut rng);
             for _ in 0..100 {
                 if !taken.iter().any(|t| self.space.same_point(t, &x, 0.0)) {
                     break;
                 }
-                x = self.space.sample(&mut self.rng);
+                x = self.space.sample(&mut rng);
             }
             out.push(self.space.decode(&x));
             taken.push(x);
         }
         Ok(out)
+    }
+
+    fn observe(&mut self, outcomes: &[Outcome]) -> Result<(), String> {
+        self.seen = outcomes.iter().map(|o| o.trial.id).fold(self.seen, u64::max);
+        Ok(())
     }
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: the wasm target, libtorch for the trainer, the host,
+# the plugins and test guests, then lints and the whole workspace's tests.
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh --no-lint  # skip rustfmt/clippy
+#
+# Needs: a Rust toolchain (rustup), Python 3.10+ with venv (for the libtorch wheel), network access
+# to crates.io and PyPI on the first run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lint=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-lint) lint=0 ;;
+    *) echo "test.sh: unknown argument '$arg'" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: wasm32-wasip2 target, rustfmt, clippy"
+rustup target add wasm32-wasip2 >/dev/null
+[ "$lint" = 0 ] || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "libtorch for alcf-trainer (project-local .venv)"
+bash scripts/setup-torch.sh
+
+step "plugins and test guests (wasm32-wasip2)"
+bash scripts/build-plugins.sh --tests
+
+if [ "$lint" = 1 ]; then
+  step "cargo fmt --check"
+  cargo fmt --all --check
+  step "cargo clippy (workspace, all targets, -D warnings)"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+step "tests: host, SDK, strategies, end-to-end"
+ALCF_TEST_SKIP_PLUGIN_BUILD=1 cargo test --workspace --exclude alcf-trainer
+
+step "tests: alcf-trainer (release: real libtorch training runs)"
+cargo test -p alcf-trainer --release

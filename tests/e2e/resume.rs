@@ -1,0 +1,161 @@
+//! A host killed with SIGKILL mid-run loses nothing: on --resume, completed trials are kept (not
+//! re-run), interrupted ones are re-run, and the study reaches its budget.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alcf_tests::{alcf, host_bin, plugin, text, trial_states, try_trial_states};
+
+const BUDGET: usize = 16;
+
+/// A local-executor study whose trial program is a shell script: it sleeps, writes result.json,
+/// and appends its trial id to a ledger, so the test can count how often each trial really ran.
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let script = dir.join("trial.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+# $1 = x, $2 = ledger
+sleep 0.3
+printf '{"epoch": 1, "y": %s}\n' "$1" >> metrics.jsonl
+printf '{"y": %s}' "$1" > result.json.tmp && mv result.json.tmp result.json
+echo "$ALCF_TRIAL_ID" >> "$2"
+"#,
+    )
+    .unwrap();
+    let cfg = dir.join("study.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[study]
+name = "killed"
+objective = "y"
+direction = "minimize"
+trials = {BUDGET}
+parallel = 3
+root = "studies"
+
+[strategy]
+plugin = "{plugin}"
+
+[executor]
+kind = "local"
+command = ["/bin/sh", "{script}", "{{x}}", "{ledger}"]
+timeout_s = 60
+
+[space]
+x = {{ type = "float", low = -1.0, high = 1.0 }}
+"#,
+            plugin = plugin("random").display(),
+            script = script.display(),
+            ledger = dir.join("ledger").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn ledger(dir: &Path) -> HashMap<u64, usize> {
+    let mut runs = HashMap::new();
+    for line in std::fs::read_to_string(dir.join("ledger")).unwrap_or_default().lines() {
+        *runs.entry(line.trim().parse::<u64>().unwrap()).or_insert(0) += 1;
+    }
+    runs
+}
+
+#[test]
+fn sigkill_mid_run_then_resume_loses_nothing_and_reaches_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let cache = dir.path().join("cache");
+    let study = dir.path().join("studies/killed");
+
+    let mut child = Command::new(host_bin())
+        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
+        .env("ALCF_HOST_CACHE", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once a few trials are done and others are running.
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        // The host may be creating the database right now: "not readable yet" counts as none done.
+        let done = try_trial_states(&study).map_or(0, |t| t.iter().filter(|(_, s, _)| s == "completed").count());
+        if done >= 4 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the run made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the host exited before it was killed");
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+
+    let before = trial_states(&study);
+    let completed_before: HashMap<u64, Option<f64>> =
+        before.iter().filter(|(_, s, _)| s == "completed").map(|(id, _, v)| (*id, *v)).collect();
+    assert!(completed_before.len() >= 4);
+    assert!(before.len() < BUDGET, "the kill came too late to test anything");
+    let runs_before = ledger(dir.path());
+    std::thread::sleep(Duration::from_millis(500)); // orphans, if any, would finish now
+
+    // A second start without --resume refuses to clobber the study.
+    let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet"], &cache);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--resume"), "{}", text(&out));
+
+    let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet", "--resume"], &cache);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let after = trial_states(&study);
+    assert_eq!(after.len(), BUDGET, "the study reaches its budget");
+    assert!(after.iter().all(|(_, s, _)| s == "completed"), "{after:?}");
+    let runs_after = ledger(dir.path());
+    for (id, value) in &completed_before {
+        let now = after.iter().find(|(i, _, _)| i == id).unwrap();
+        assert_eq!(now.2, *value, "trial {id} kept its value");
+        assert_eq!(runs_after.get(id), runs_before.get(id), "completed trial {id} was not run again");
+    }
+    // Every trial ran to completion exactly once, except those interrupted by the kill.
+    for (id, _, _) in &after {
+        assert!(runs_after.get(id).copied().unwrap_or(0) >= 1, "trial {id} never ran");
+    }
+
+    // The event log tells what happened.
+    let out = alcf(&["study", "show", "killed", "--root", dir.path().join("studies").to_str().unwrap(), "--json"], &cache);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = v["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"resume"), "{kinds:?}");
+}
+
+#[test]
+fn resume_with_a_bench_study_extends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let root = dir.path().join("studies");
+    let p = plugin("random");
+    let run = |trials: &str, resume: bool| {
+        let mut a = vec![
+            "run", "--strategy", p.to_str().unwrap(), "--objective", "bench:branin", "--trials", trials, "--parallel",
+            "4", "--study", "ext", "--quiet", "--root", root.to_str().unwrap(),
+        ];
+        if resume {
+            a.push("--resume");
+        }
+        alcf(&a, &cache)
+    };
+    assert!(run("20", false).status.success());
+    let out = run("50", true);
+    assert!(out.status.success(), "{}", text(&out));
+    let trials = trial_states(&root.join("ext"));
+    assert_eq!(trials.len(), 50);
+    // Resume replays the history into a fresh instance: the random plugin continues its sequence
+    // rather than repeating the first 20 points.
+    let values: std::collections::HashSet<u64> = trials.iter().map(|(_, _, v)| v.unwrap().to_bits()).collect();
+    assert_eq!(values.len(), 50, "no point was proposed twice");
+}
