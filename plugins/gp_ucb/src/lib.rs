@@ -518,7 +518,10 @@ impl Strategy for GpUcb {
         while k < count
             && (self.core.history.n_finished() + n_pending + k < self.core.cfg.n_init || self.core.history.len() < 2)
         {
-            let x = next_design_point(&space, &mut self.halton, &mut self.core.rng, &taken);
+            // Finished trials count as taken: after a resume the design skips what was run.
+            let mut all = taken.clone();
+            all.extend(self.core.history.all_points().cloned());
+            let x = next_design_point(&space, &mut self.halton, &mut self.core.rng, &all);
             taken.push(x.clone());
             out.push(space.decode(&x));
             k += 1;

@@ -118,3 +118,27 @@ fn degenerate_histories() {
     assert!(GpUcb::new(&study.clone().with_options("{\"acquisition\": \"pi\"}")).is_err());
     assert!(GpUcb::new(&study.clone().with_options("{\"nope\": 1}")).is_err());
 }
+
+#[test]
+fn resume_does_not_repeat_the_initial_design() {
+    let f = alcf_testfns::hartmann6();
+    let study = study_for(&f, 11, "{}");
+    let mut s = GpUcb::new(&study).unwrap();
+    let recs = native::run(&mut s, &study, 5, 1, |p| Some(eval(&f, p))).unwrap();
+    // A fresh instance with the history replayed, as the host does on resume.
+    let mut r = GpUcb::new(&study).unwrap();
+    let outcomes: Vec<Outcome> = recs
+        .iter()
+        .enumerate()
+        .map(|(i, rec)| Outcome {
+            trial: Trial { id: i as u64, params: rec.params.clone() },
+            status: Status::Completed,
+            value: rec.value,
+            metrics: vec![],
+        })
+        .collect();
+    r.observe(&outcomes).unwrap();
+    for p in r.suggest(3, &[]).unwrap() {
+        assert!(recs.iter().all(|rec| rec.params != p));
+    }
+}

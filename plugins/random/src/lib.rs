@@ -4,8 +4,7 @@ use alcf_plugin_sdk::*;
 pub struct RandomSearch {
     space: Space,
     seed: u64,
-    /// The highest trial id seen so far.
-    seen: u64,
+    seen: u64, // the highest trial id seen so far
 }
 
 impl Strategy for RandomSearch {
@@ -19,14 +18,12 @@ impl Strategy for RandomSearch {
     }
 
     fn suggest(&mut self, count: usize, pending: &[Trial]) -> Result<Vec<Params>, String> {
-        // One random stream per next trial id: a resumed study (fresh instance, replayed history)
+        // One stream per next trial id: a resumed study (fresh instance, replayed history)
         // continues the sequence instead of repeating its first points.
-        let next = pending.iter().map(|t| t.id).fold(self.seen, u64::max) + 1;
-        let mut rng = Rng::derive(self.seed, next);
+        let mut rng = Rng::derive(self.seed, pending.iter().map(|t| t.id).fold(self.seen, u64::max) + 1);
         let mut taken = encode_trials(&self.space, pending);
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
-            // Redraw (a few times) a point that repeats a pending one: only small discrete spaces hit this.
             let mut x = self.space.sample(&mut rng);
             for _ in 0..100 {
                 if !taken.iter().any(|t| self.space.same_point(t, &x, 0.0)) {

@@ -203,7 +203,9 @@ impl Strategy for RegionUcb {
         for _ in 0..count {
             let started = self.core.history.n_finished() + taken.len();
             let x = if started < self.n_init || self.core.history.len() < 2 {
-                next_design_point(&space, &mut self.halton, &mut self.rng, &taken)
+                let mut all = taken.clone();
+                all.extend(self.core.history.all_points().cloned());
+                next_design_point(&space, &mut self.halton, &mut self.rng, &all)
             } else {
                 let t = started - self.n_init;
                 let e = exploration_factor(t, self.plateau());

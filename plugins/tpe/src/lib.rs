@@ -320,7 +320,15 @@ impl Strategy for Tpe {
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
             let mut x = if self.history.n_finished() + taken.len() < self.n_startup || self.history.is_empty() {
-                self.space.snap(&self.halton.next_point())
+                // Skip design points already finished (a resumed study replays its history).
+                let mut x = self.space.snap(&self.halton.next_point());
+                for _ in 0..1000 {
+                    if !self.history.all_points().any(|p| self.space.same_point(p, &x, 1e-12)) {
+                        break;
+                    }
+                    x = self.space.snap(&self.halton.next_point());
+                }
+                x
             } else {
                 let liars: Vec<Vec<f64>> = if self.constant_liar { taken.clone() } else { Vec::new() };
                 self.propose(&liars)
