@@ -4,8 +4,8 @@
 #
 #   bash scripts/setup-torch.sh            # CPU-minimal set without a GPU, full set with one
 #   bash scripts/setup-torch.sh --full     # force the full set (CUDA libraries, `import torch` works)
-#   bash scripts/setup-torch.sh --bench    # CPU-minimal set + the pure-Python deps so that `import torch`
-#                                          # works (needed only by trainer/bench/throughput.py)
+#   bash scripts/setup-torch.sh --bench    # the full set, so that `import torch` works (needed only by
+#                                          # the eager-PyTorch baseline trainer/bench/throughput.py)
 #
 # Environment: ALCF_VENV (default <repo>/.venv), PYTHON (default: python3.11, else python3).
 # Idempotent: a step whose result is already present at the pinned version is skipped.
@@ -28,10 +28,18 @@ for arg in "$@"; do
     --full) MODE=full ;;
     --cpu) MODE=cpu ;;
     --bench) BENCH=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "setup-torch: unknown argument '$arg' (expected --full, --cpu, --bench)" >&2; exit 2 ;;
   esac
 done
+if [ "$BENCH" = 1 ]; then
+  # `import torch` loads libtorch_python.so, which needs libtorch_cuda.so and with it cuDNN, cuBLAS,
+  # NCCL, ... even on a CPU: the eager-Python baseline needs the full install.
+  if [ "$MODE" = cpu ]; then
+    echo "setup-torch: --bench needs the full install (import torch loads the CUDA libraries); ignoring --cpu" >&2
+  fi
+  MODE=full
+fi
 if [ "$MODE" = auto ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     MODE=full
@@ -97,28 +105,6 @@ else
   if [ ${#pkgs[@]} -gt 0 ]; then
     echo "setup-torch: pip install --no-deps ${pkgs[*]} (CPU-minimal set, ~1.2 GB)"
     "${PIP[@]}" install --no-deps "${pkgs[@]}"
-  fi
-  if [ "$BENCH" = 1 ]; then
-    if "$VPY" -c 'import torch' >/dev/null 2>&1; then
-      echo "setup-torch: 'import torch' works, skipping its Python dependencies"
-    else
-      # torch's pure-Python requirements (its CUDA wheels excluded: the CPU path does not need them).
-      deps="$("$VPY" - <<'PY'
-from importlib import metadata
-import re
-out = []
-for req in metadata.requires("torch") or []:
-    name = re.split(r"[ ;<>=!~\[]", req, 1)[0]
-    if name.startswith(("nvidia-", "triton", "cuda-")) or "extra ==" in req:
-        continue
-    out.append(req.split(";")[0].strip())
-print(" ".join(sorted(set(out))))
-PY
-)"
-      echo "setup-torch: pip install torch's Python dependencies for the benchmark: $deps"
-      # shellcheck disable=SC2086
-      "${PIP[@]}" install $deps
-    fi
   fi
 fi
 

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Training throughput (images/s) of alcf-trainer vs the same model and settings in eager PyTorch
+# (trainer/bench/throughput.py) on the same libtorch (the torch 2.13.0 wheel in .venv), side by
+# side: for each model the two alternate, REPEATS times each, and the table shows the median over
+# runs of each run's median epoch rate (the first epoch of every run is warm-up and not counted).
+#
+#   bash trainer/bench/run.sh                     # cnn and resnet18, threads = cores
+#   MODELS="cnn resnet18 vgg16" THREADS=2 REPEATS=3 bash trainer/bench/run.sh
+#
+# Settings per model: IMAGES (per epoch), BATCH, EPOCHS; override with e.g. RESNET18="512 64 3".
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+MODELS="${MODELS:-cnn resnet18}"
+THREADS="${THREADS:-$(nproc)}"
+REPEATS="${REPEATS:-2}"
+PY="$ROOT/.venv/bin/python"
+export PYTHONWARNINGS=ignore   # torch warns that numpy is absent; the baseline does not use it
+
+bash scripts/setup-torch.sh --bench >/dev/null
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  echo "bench: 'import torch' fails in .venv; run: bash scripts/setup-torch.sh --bench" >&2
+  exit 1
+fi
+cargo build -p alcf-trainer --release --quiet
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/alcf-trainer"
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+"$BIN" gen-data --out "$WORK/data" --train-per-class 25 --test-per-class 1 2>/dev/null
+
+settings() { # model -> "images batch epochs"
+  local var; var="$(echo "$1" | tr '[:lower:]' '[:upper:]')"
+  if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi
+  case "$1" in
+    cnn) echo "2048 128 4" ;;
+    resnet18|resnet34|vgg16) echo "512 64 3" ;;
+    *) echo "256 32 3" ;;
+  esac
+}
+
+median_rate() { # metrics file or JSON list -> median of epochs 2..
+  "$PY" -c '
+import json, statistics, sys
+src = sys.argv[1]
+if src.endswith(".jsonl"):
+    r = [json.loads(l)["images_per_s"] for l in open(src) if l.strip()]
+else:
+    r = json.loads(open(src).read())["images_per_s"]
+r = r[1:] or r
+print(f"{statistics.median(r):.1f}")' "$1"
+}
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; torch $("$PY" -c 'import torch; print(torch.__version__)'); threads=$THREADS"
+RESULTS="$WORK/results.txt"
+for m in $MODELS; do
+  read -r images batch epochs <<<"$(settings "$m")"
+  for r in $(seq 1 "$REPEATS"); do
+    out="$WORK/rust-$m-$r"
+    "$BIN" train --data "$WORK/data" --model "$m" --limit-train "$images" --limit-val 100 --val-split 0.04 \
+      --batch-size "$batch" --epochs "$epochs" --lr 0.05 --weight-decay 5e-4 --momentum 0.9 \
+      --threads "$THREADS" --device cpu --quiet --out "$out"
+    rust="$(median_rate "$out/metrics.jsonl")"
+    "$PY" trainer/bench/throughput.py --data "$WORK/data" --model "$m" --images "$images" \
+      --batch-size "$batch" --epochs "$epochs" --threads "$THREADS" >"$WORK/py-$m-$r.json"
+    py="$(median_rate "$WORK/py-$m-$r.json")"
+    echo "  $m run $r: alcf-trainer $rust img/s, eager PyTorch $py img/s" >&2
+    echo "$m $images $batch $epochs $rust $py" >>"$RESULTS"
+  done
+done
+
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$PY" - "$RESULTS" "$THREADS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m, images, batch, epochs, rust, py = line.split()
+    rows.setdefault((m, images, batch, epochs), []).append((float(rust), float(py)))
+print()
+print(f"| model | images/epoch | batch | threads | alcf-trainer img/s | eager PyTorch img/s | ratio |")
+print(f"|---|---|---|---|---|---|---|")
+for (m, images, batch, epochs), v in rows.items():
+    r = statistics.median(x for x, _ in v)
+    p = statistics.median(y for _, y in v)
+    print(f"| {m} | {images} | {batch} | {sys.argv[2]} | {r:.1f} | {p:.1f} | {r / p:.2f}x |")
+PY
