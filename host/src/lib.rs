@@ -7,9 +7,11 @@
 //! - [`plugin`]: the wasmtime runtime that loads and sandboxes strategy plugins.
 //! - [`executor`]: how trials run (bench functions, local subprocesses).
 //! - [`campaign`]: the ask/tell loop that ties them together.
+//! - [`compare`]: `alcf-host compare`, strategies side by side, with a report (tables, raw trials, plots).
 
 pub mod campaign;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod executor;
 pub mod plugin;

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use alcf_host::commands::{self, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "alcf-host", version, about = "Hyperparameter search on ALCF machines with sandboxed WebAssembly strategies")]
+#[command(
+    name = "alcf-host",
+    version,
+    about = "Hyperparameter search on ALCF machines with sandboxed WebAssembly strategies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +52,40 @@ enum Command {
         #[arg(long, value_name = "DURATION")]
         max_time: Option<String>,
         /// No progress bar or summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Compare strategies side by side: every strategy, R repeats with shared seeds, one report.
+    Compare {
+        /// A strategy plugin to compare; repeat the flag for each (e.g. plugins/random.wasm).
+        #[arg(long = "strategy", value_name = "FILE.wasm", required = true)]
+        strategies: Vec<PathBuf>,
+        /// A built-in test function, run in-process on all cores: bench:NAME[:DIM], e.g. bench:branin.
+        #[arg(long, value_name = "bench:NAME", conflicts_with = "config", required_unless_present = "config")]
+        objective: Option<String>,
+        /// Compare on real trials through this configuration's executor (one durable study per run).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Trials per run [default: 100 with --objective; the config's study.trials with --config].
+        #[arg(long)]
+        trials: Option<u32>,
+        /// Runs per strategy; repeat r uses seed S+r for every strategy [default: 10].
+        #[arg(long)]
+        repeats: Option<u32>,
+        /// Trials pending at once in each run (batch / asynchronous size) [default: 1, or the config's].
+        #[arg(long)]
+        parallel: Option<u32>,
+        /// First seed S [default: 0, or the config's].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Report directory [default: reports/compare-<objective>-<UTC time>]; with --config, give the
+        /// same directory again to resume its studies.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Worker threads (bench) or studies at once (config) [default: all cores (bench), 1 (config)].
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Print nothing but errors.
         #[arg(long, short)]
         quiet: bool,
     },
@@ -103,16 +141,54 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { strategy, config, objective, trials, parallel, seed, study, root, resume, max_time, quiet } => {
-                let opts =
-                    RunOptions { strategy, config, objective, trials, parallel, seed, study, root, resume, max_time, quiet };
+            Command::Run {
+                strategy,
+                config,
+                objective,
+                trials,
+                parallel,
+                seed,
+                study,
+                root,
+                resume,
+                max_time,
+                quiet,
+            } => {
+                let opts = RunOptions {
+                    strategy,
+                    config,
+                    objective,
+                    trials,
+                    parallel,
+                    seed,
+                    study,
+                    root,
+                    resume,
+                    max_time,
+                    quiet,
+                };
                 let summary = commands::run(opts).await?;
-                if let alcf_host::campaign::StopReason::PluginFailed(m) | alcf_host::campaign::StopReason::ExecutorFailed(m) =
-                    &summary.reason
+                if let alcf_host::campaign::StopReason::PluginFailed(m)
+                | alcf_host::campaign::StopReason::ExecutorFailed(m) = &summary.reason
                 {
                     anyhow::bail!("{m}");
                 }
                 Ok(())
+            }
+            Command::Compare { strategies, objective, config, trials, repeats, parallel, seed, out, jobs, quiet } => {
+                let opts = alcf_host::compare::CompareOptions {
+                    strategies,
+                    objective,
+                    config,
+                    trials,
+                    repeats,
+                    parallel,
+                    seed,
+                    out,
+                    jobs,
+                    quiet,
+                };
+                alcf_host::compare::compare(opts).await.map(|_| ())
             }
             Command::Plugin { command: PluginCommand::Inspect { file, json } } => commands::inspect(&file, json).await,
             Command::Study { command: StudyCommand::List { root, json } } => {

@@ -1,0 +1,806 @@
+//! `alcf-host compare`: runs several strategies on one objective, each several times with seeds
+//! shared across strategies (repeat r uses seed S + r for every strategy), and writes a report:
+//! a summary table (stdout, `summary.md`, `summary.json`), every trial (`trials.csv`,
+//! `trials.json`) and best-so-far curves with bands (`curves.png`, `curves.svg`).
+//!
+//! Two ways to run:
+//! - `--objective bench:NAME`: in-process, without a study database, on all cores. Each
+//!   (strategy, repeat) is a job; worker threads each drive a [`SandboxedStrategy`] on their own
+//!   current-thread tokio runtime, sharing one [`PluginRuntime`] and the loaded plugins. With
+//!   `--parallel K` the job keeps K suggestions pending, as the campaign does: `suggest(K)`, then
+//!   the oldest pending trial "finishes" (it is evaluated at once), is observed, and one new trial
+//!   is asked for, listing the pending ones. Completion order is deterministic (oldest first), so a
+//!   run is reproducible from its seed.
+//! - `--config FILE`: real trials through the configured executor. Each (strategy, repeat) is a
+//!   durable study `compare-<name>-<strategy>-r<r>` under the report directory's `studies/`, run by
+//!   the campaign loop; running the same command again with `--out DIR` resumes them.
+//!
+//! Statistics live in [`stats`], the tables and raw files in [`report`], the plots in [`plot`].
+
+pub mod plot;
+pub mod report;
+pub mod stats;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::config::{Config, Direction, StrategyConfig};
+use crate::executor::TrialSpec;
+use crate::executor::bench::{self, BenchExecutor};
+use crate::plugin::sandbox::{Grants, Storage};
+use crate::plugin::strategy::{Observation, ObservedStatus, PluginLimits, SandboxedStrategy, StudyInfo};
+use crate::plugin::{LoadedPlugin, PluginRuntime, default_cache_dir};
+use crate::space::{Assignment, SearchSpace};
+use crate::study::{StudyDb, TrialState};
+
+/// Trials per run and repeats per strategy when not given.
+pub const DEFAULT_TRIALS: u32 = 100;
+pub const DEFAULT_REPEATS: u32 = 10;
+
+/// `alcf-host compare` options, after clap.
+#[derive(Debug, Clone, Default)]
+pub struct CompareOptions {
+    pub strategies: Vec<PathBuf>,
+    /// `bench:NAME[:DIM]`.
+    pub objective: Option<String>,
+    pub config: Option<PathBuf>,
+    pub trials: Option<u32>,
+    pub repeats: Option<u32>,
+    pub parallel: Option<u32>,
+    pub seed: Option<u64>,
+    pub out: Option<PathBuf>,
+    /// Worker threads (bench) or studies run at once (config).
+    pub jobs: Option<usize>,
+    pub quiet: bool,
+}
+
+/// What the report's "final" figure is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Metric {
+    /// Simple regret: best value − the bench function's known optimum (lower is better).
+    Regret { optimum: f64 },
+    /// The best objective value, in the study's direction.
+    Best {
+        #[serde(serialize_with = "direction_str")]
+        direction: Direction,
+    },
+}
+
+impl Metric {
+    pub fn is_regret(&self) -> bool {
+        matches!(self, Metric::Regret { .. })
+    }
+
+    pub fn direction(&self) -> Direction {
+        match self {
+            Metric::Regret { .. } => Direction::Minimize,
+            Metric::Best { direction } => *direction,
+        }
+    }
+
+    /// Short column name: "regret" or "best".
+    pub fn label(&self) -> &'static str {
+        if self.is_regret() { "regret" } else { "best" }
+    }
+}
+
+fn direction_str<S: serde::Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(d.as_str())
+}
+
+/// One compared strategy.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyEntry {
+    /// File stem, made unique (`random`, `random#2`).
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// One finished trial of a run, in completion order.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialResult {
+    /// 1-based position in completion order (the x axis of the curves).
+    pub trial: u32,
+    /// The trial's id within its run (suggestion order; the study's trial id with --config).
+    pub id: u64,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// `None`: the trial failed.
+    pub value: Option<f64>,
+    /// Best value so far (in the study's direction).
+    pub best: Option<f64>,
+    /// `best − optimum` for bench objectives.
+    pub regret: Option<f64>,
+    /// Wall time of the `suggest` call that proposed this trial, divided by the number of
+    /// suggestions it returned (seconds). Not measured with --config.
+    pub suggest_s: Option<f64>,
+}
+
+/// One (strategy, repeat).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Index into [`Comparison::strategies`].
+    pub strategy: usize,
+    pub repeat: u32,
+    pub seed: u64,
+    pub trials: Vec<TrialResult>,
+    /// Total wall time of `suggest` calls and the number of suggestions they returned.
+    pub suggest_s: f64,
+    pub suggestions: u32,
+    /// Total wall time of `observe` calls and their number.
+    pub observe_s: f64,
+    pub observe_calls: u32,
+    pub elapsed_s: f64,
+    /// Set when the plugin (or the run) failed: this run is left out of the statistics.
+    pub error: Option<String>,
+    /// Faults the sandbox contained (the plugin was restarted and the run went on).
+    pub warnings: Vec<String>,
+}
+
+impl RunResult {
+    fn new(strategy: usize, repeat: u32, seed: u64) -> RunResult {
+        RunResult {
+            strategy,
+            repeat,
+            seed,
+            trials: Vec::new(),
+            suggest_s: 0.0,
+            suggestions: 0,
+            observe_s: 0.0,
+            observe_calls: 0,
+            elapsed_s: 0.0,
+            error: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The run's final figure: its last regret (bench) or best value (config).
+    pub fn final_metric(&self, metric: &Metric) -> Option<f64> {
+        let last = self.trials.last()?;
+        if metric.is_regret() { last.regret } else { last.best }
+    }
+
+    /// The best-so-far curve in the report's metric, one point per trial.
+    pub fn curve(&self, metric: &Metric) -> Vec<Option<f64>> {
+        self.trials.iter().map(|t| if metric.is_regret() { t.regret } else { t.best }).collect()
+    }
+}
+
+/// Everything a report is made of.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// `bench:branin`, or the config file.
+    pub objective: String,
+    pub metric: Metric,
+    pub trials: u32,
+    pub repeats: u32,
+    pub parallel: u32,
+    pub seed: u64,
+    pub jobs: usize,
+    pub strategies: Vec<StrategyEntry>,
+    /// Sorted by (repeat, strategy).
+    pub runs: Vec<RunResult>,
+    pub elapsed_s: f64,
+    /// Set when the comparison was interrupted before every run finished.
+    pub interrupted: bool,
+}
+
+/// Adds a trial to a run's record, keeping best-so-far and regret up to date.
+fn push_trial(
+    run: &mut RunResult,
+    metric: &Metric,
+    id: u64,
+    params: serde_json::Map<String, serde_json::Value>,
+    value: Option<f64>,
+    suggest_s: Option<f64>,
+) {
+    let prev = run.trials.last().and_then(|t| t.best);
+    let best = match (prev, value) {
+        (Some(b), Some(v)) => Some(if metric.direction().better(v, b) { v } else { b }),
+        (None, v) => v,
+        (b, None) => b,
+    };
+    let regret = match metric {
+        Metric::Regret { optimum } => best.map(|b| b - optimum),
+        Metric::Best { .. } => None,
+    };
+    let trial = run.trials.len() as u32 + 1;
+    run.trials.push(TrialResult { trial, id, params, value, best, regret, suggest_s });
+}
+
+/// Labels from file stems, made unique.
+fn strategy_names(paths: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in paths {
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "strategy".into());
+        let stem: String = stem
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
+            .collect();
+        let mut name = stem.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{stem}#{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// `reports/compare-<objective>-<UTC timestamp>`.
+fn default_out_dir(objective: &str) -> PathBuf {
+    let clean: String = objective
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
+        .collect();
+    PathBuf::from("reports").join(format!("compare-{clean}-{}", utc_timestamp()))
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, without a date library.
+fn utc_timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn parse_bench(objective: &str) -> anyhow::Result<(String, Option<usize>)> {
+    let Some(rest) = objective.strip_prefix("bench:") else {
+        bail!(
+            "--objective takes `bench:NAME` (e.g. bench:branin, bench:ackley5); compare on real trials with --config FILE"
+        );
+    };
+    Ok(match rest.split_once(':') {
+        Some((n, d)) => (
+            n.to_string(),
+            Some(d.parse::<usize>().with_context(|| format!("bad dimension in --objective {objective}"))?),
+        ),
+        None => (rest.to_string(), None),
+    })
+}
+
+/// Runs the comparison and writes the report. Returns the report directory.
+pub async fn compare(opts: CompareOptions) -> anyhow::Result<PathBuf> {
+    if opts.strategies.is_empty() {
+        bail!("give at least one --strategy FILE.wasm (usually two or more, to compare)");
+    }
+    let repeats = opts.repeats.unwrap_or(DEFAULT_REPEATS);
+    if repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    if opts.parallel == Some(0) {
+        bail!("--parallel must be at least 1");
+    }
+    if opts.trials == Some(0) {
+        bail!("--trials must be at least 1");
+    }
+    if opts.jobs == Some(0) {
+        bail!("--jobs must be at least 1");
+    }
+    let comparison = match (&opts.objective, &opts.config) {
+        (Some(_), Some(_)) => bail!("give either --objective bench:NAME or --config FILE, not both"),
+        (None, None) => bail!("nothing to compare on: give --objective bench:NAME or --config FILE"),
+        (Some(objective), None) => {
+            let out = opts.out.clone().unwrap_or_else(|| default_out_dir(objective));
+            let c = compare_bench(&opts, objective, repeats, &out)?;
+            (c, out)
+        }
+        (None, Some(config)) => {
+            let config_obj = Config::load(config)?;
+            let name = config_obj
+                .name
+                .clone()
+                .or_else(|| config.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "config".into());
+            let out = opts.out.clone().unwrap_or_else(|| default_out_dir(&name));
+            let c = compare_config(&opts, config, &config_obj, &name, repeats, &out).await?;
+            (c, out)
+        }
+    };
+    let (comparison, out) = comparison;
+    let summaries = report::summarize(&comparison);
+    report::write_all(&comparison, &summaries, &out)?;
+    plot::write_curves(&comparison, &out)?;
+    if !opts.quiet {
+        print!("{}", report::text_table(&comparison, &summaries));
+        for s in &summaries {
+            for f in &s.failures {
+                println!("{}: repeat {} (seed {}) failed: {}", s.name, f.repeat, f.seed, f.error);
+            }
+        }
+        println!("Report: {}", out.display());
+    }
+    if comparison.interrupted {
+        bail!(
+            "interrupted: the report in {} covers the finished runs only; run the same command with --out {} to resume",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Loads every strategy before any work starts, so a bad file is reported with its path up front.
+fn load_all(
+    runtime: &PluginRuntime,
+    paths: &[PathBuf],
+) -> anyhow::Result<(Vec<StrategyEntry>, Vec<Arc<LoadedPlugin>>)> {
+    let names = strategy_names(paths);
+    let mut entries = Vec::new();
+    let mut plugins = Vec::new();
+    for (path, name) in paths.iter().zip(names) {
+        let loaded = runtime.load(path).with_context(|| format!("strategy {}", path.display()))?;
+        entries.push(StrategyEntry { name, path: path.clone(), sha256: loaded.summary.sha256.clone() });
+        plugins.push(Arc::new(loaded));
+    }
+    Ok((entries, plugins))
+}
+
+fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} trials  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// One unit of work: strategy `strategy`, repeat `repeat`.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    strategy: usize,
+    repeat: u32,
+}
+
+fn job_list(strategies: usize, repeats: u32) -> Vec<Job> {
+    // Repeat-major: the first runs finished cover every strategy.
+    (0..repeats).flat_map(|repeat| (0..strategies).map(move |strategy| Job { strategy, repeat })).collect()
+}
+
+/// Plugin limits for compare runs: the config defaults.
+fn default_limits() -> (PluginLimits, Grants) {
+    let d = StrategyConfig::default();
+    (
+        PluginLimits { memory_bytes: d.memory_bytes, call_timeout: d.suggest_timeout, max_restarts: d.max_restarts },
+        Grants::from_list(&d.allow),
+    )
+}
+
+fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Path) -> anyhow::Result<Comparison> {
+    let (name, dim) = parse_bench(objective)?;
+    let bench = BenchExecutor::new(&name, dim, None)?;
+    let space = bench.space();
+    let metric = Metric::Regret { optimum: bench.function().optimum };
+    let objective = format!("bench:{}", bench.function().name);
+    let trials = opts.trials.unwrap_or(DEFAULT_TRIALS);
+    let parallel = opts.parallel.unwrap_or(1);
+    let seed = opts.seed.unwrap_or(0);
+    let jobs_n = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let (strategies, plugins) = load_all(&runtime, &opts.strategies)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create report directory {}", out.display()))?;
+    init_logging(out);
+
+    let jobs = job_list(strategies.len(), repeats);
+    let workers = jobs_n.min(jobs.len()).max(1);
+    if !opts.quiet {
+        eprintln!(
+            "Comparing {} on {objective}: {repeats} repeats × {trials} trials, parallel {parallel}, seeds {seed}..{}, {workers} worker thread(s)",
+            strategies.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+            seed + u64::from(repeats) - 1
+        );
+    }
+    let bar = progress_bar(jobs.len() as u64 * u64::from(trials), opts.quiet);
+    let (limits, grants) = default_limits();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<RunResult>> = Mutex::new(Vec::with_capacity(jobs.len()));
+    let start = Instant::now();
+    let setup_error: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for w in 0..workers {
+            let (jobs, next, results, plugins, strategies) = (&jobs, &next, &results, &plugins, &strategies);
+            let (bench, space, metric, bar, limits, grants, setup_error) =
+                (&bench, &space, &metric, &bar, &limits, &grants, &setup_error);
+            let spawned = std::thread::Builder::new().name(format!("compare-{w}")).spawn_scoped(scope, move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        *setup_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("cannot start a runtime: {e}"));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i).copied() else { break };
+                    let ctx = BenchJob {
+                        plugin: plugins[job.strategy].clone(),
+                        strategy_name: &strategies[job.strategy].name,
+                        bench,
+                        space,
+                        metric,
+                        trials,
+                        parallel,
+                        seed: seed + u64::from(job.repeat),
+                        limits: limits.clone(),
+                        grants: grants.clone(),
+                        bar,
+                    };
+                    let result = rt.block_on(run_bench_job(ctx, job));
+                    if let Some(e) = &result.error {
+                        bar.println(format!(
+                            "warning: {} repeat {} (seed {}) failed: {e}",
+                            strategies[job.strategy].name, job.repeat, result.seed
+                        ));
+                    }
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
+                }
+            });
+            if let Err(e) = spawned {
+                *setup_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("cannot start a worker thread: {e}"));
+            }
+        }
+    });
+    bar.finish_and_clear();
+    let mut runs = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    if runs.len() < jobs.len()
+        && let Some(e) = setup_error.into_inner().unwrap_or_else(|p| p.into_inner())
+    {
+        bail!("{e}");
+    }
+    runs.sort_by_key(|r| (r.repeat, r.strategy));
+    Ok(Comparison {
+        objective,
+        metric,
+        trials,
+        repeats,
+        parallel,
+        seed,
+        jobs: workers,
+        strategies,
+        runs,
+        elapsed_s: start.elapsed().as_secs_f64(),
+        interrupted: false,
+    })
+}
+
+/// What one bench job needs.
+struct BenchJob<'a> {
+    plugin: Arc<LoadedPlugin>,
+    strategy_name: &'a str,
+    bench: &'a BenchExecutor,
+    space: &'a SearchSpace,
+    metric: &'a Metric,
+    trials: u32,
+    parallel: u32,
+    seed: u64,
+    limits: PluginLimits,
+    grants: Grants,
+    bar: &'a indicatif::ProgressBar,
+}
+
+/// Drives one strategy on a bench function in-process: keep `parallel` suggestions pending, let
+/// the oldest finish, observe it, ask for one more.
+async fn run_bench_job(ctx: BenchJob<'_>, job: Job) -> RunResult {
+    let start = Instant::now();
+    let mut run = RunResult::new(job.strategy, job.repeat, ctx.seed);
+    let study = StudyInfo {
+        name: format!("compare-{}-{}-r{}", ctx.bench.function().name, ctx.strategy_name, job.repeat),
+        space: ctx.space.clone(),
+        direction: Direction::Minimize,
+        objective: bench::METRIC.to_string(),
+        seed: ctx.seed,
+        budget: Some(ctx.trials),
+        parallelism: ctx.parallel,
+        options: serde_json::json!({}),
+    };
+    let mut strategy =
+        SandboxedStrategy::new(ctx.plugin.clone(), &study, ctx.limits.clone(), ctx.grants.clone(), Storage::memory());
+    if let Err(e) = drive_bench(&mut strategy, &ctx, &mut run).await {
+        run.error = Some(e);
+    }
+    run.warnings.append(&mut strategy.faults);
+    run.elapsed_s = start.elapsed().as_secs_f64();
+    // Trials never run (the plugin failed) still count on the bar, so it ends at 100 %.
+    ctx.bar.inc(u64::from(ctx.trials).saturating_sub(run.trials.len() as u64));
+    run
+}
+
+async fn drive_bench(strategy: &mut SandboxedStrategy, ctx: &BenchJob<'_>, run: &mut RunResult) -> Result<(), String> {
+    // Instantiate (and init) before timing suggestions, so the first one is not charged for it.
+    strategy.describe().await.map_err(|e| e.to_string())?;
+    let trials = ctx.trials as usize;
+    let parallel = ctx.parallel.max(1) as usize;
+    // (id, params, seconds of the suggest call that proposed it, per suggestion)
+    let mut pending: VecDeque<(u64, Assignment, f64)> = VecDeque::new();
+    let mut next_id = 1u64;
+    while run.trials.len() < trials {
+        let want = (parallel - pending.len()).min(trials - run.trials.len() - pending.len());
+        if want > 0 {
+            let listed: Vec<(u64, Assignment)> = pending.iter().map(|(id, a, _)| (*id, a.clone())).collect();
+            let t = Instant::now();
+            let raw = strategy.suggest(want as u32, &listed).await.map_err(|e| e.to_string())?;
+            let secs = t.elapsed().as_secs_f64();
+            if raw.len() > want {
+                return Err(format!("the plugin returned {} suggestions but was asked for at most {want}", raw.len()));
+            }
+            run.suggest_s += secs;
+            run.suggestions += raw.len() as u32;
+            let share = secs / raw.len().max(1) as f64;
+            for r in &raw {
+                let params =
+                    ctx.space.validate(r).map_err(|e| format!("the plugin suggested an invalid trial: {e}"))?;
+                pending.push_back((next_id, params, share));
+                next_id += 1;
+            }
+        }
+        let Some((id, params, share)) = pending.pop_front() else {
+            // Nothing pending and nothing suggested: the strategy is done early.
+            break;
+        };
+        let params_json = params.to_json(ctx.space);
+        let spec = TrialSpec { id, params: params.clone(), params_json: params_json.clone(), dir: PathBuf::new() };
+        let value = ctx.bench.evaluate(&spec).ok().filter(|v| v.is_finite());
+        push_trial(run, ctx.metric, id, params_json, value, Some(share));
+        ctx.bar.inc(1);
+        let obs = Observation {
+            trial: id,
+            params,
+            status: if value.is_some() { ObservedStatus::Completed } else { ObservedStatus::Failed },
+            value,
+            metrics: value.map(|v| vec![(bench::METRIC.to_string(), v)]).unwrap_or_default(),
+        };
+        let t = Instant::now();
+        strategy.observe(&[obs]).await.map_err(|e| e.to_string())?;
+        run.observe_s += t.elapsed().as_secs_f64();
+        run.observe_calls += 1;
+    }
+    Ok(())
+}
+
+/// Plugin logs (and warnings) of a bench comparison go to `compare.log` in the report directory.
+fn init_logging(out: &Path) {
+    use tracing_subscriber::prelude::*;
+    let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(out.join("compare.log")) else { return };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALCF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,plugin=info,wasmtime=warn,cranelift=warn"));
+    let layer = tracing_subscriber::fmt::layer().with_writer(Mutex::new(file)).with_ansi(false).with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+async fn compare_config(
+    opts: &CompareOptions,
+    config_path: &Path,
+    config: &Config,
+    name: &str,
+    repeats: u32,
+    out: &Path,
+) -> anyhow::Result<Comparison> {
+    let direction = config.direction.unwrap_or(Direction::Minimize);
+    let metric = Metric::Best { direction };
+    let Some(trials) = opts.trials.or(config.trials) else {
+        bail!("give --trials N (or [study] trials in {}): each compared study runs that many", config_path.display());
+    };
+    let parallel = opts.parallel.unwrap_or(config.parallel);
+    let seed = opts.seed.unwrap_or(config.seed);
+    // Each study already runs `parallel` trials at once: by default, one study at a time.
+    let jobs_n = opts.jobs.unwrap_or(1);
+
+    // Load (and so check) every plugin before any study starts.
+    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let (strategies, _plugins) = load_all(&runtime, &opts.strategies)?;
+    drop(runtime);
+    let studies_root = out.join("studies");
+    std::fs::create_dir_all(&studies_root).with_context(|| format!("cannot create {}", studies_root.display()))?;
+    let jobs = job_list(strategies.len(), repeats);
+    if !opts.quiet {
+        eprintln!(
+            "Comparing {} on {}: {repeats} repeats × {trials} trials, parallel {parallel}, seeds {seed}..{}, {} stud(ies) at once; studies in {}",
+            strategies.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+            config_path.display(),
+            seed + u64::from(repeats) - 1,
+            jobs_n,
+            studies_root.display()
+        );
+    }
+    let name: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+    let start = Instant::now();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs_n));
+    let local = tokio::task::LocalSet::new();
+    let mut runs = local
+        .run_until(async {
+            let mut set = tokio::task::JoinSet::new();
+            for job in jobs.iter().copied() {
+                let Ok(permit) = semaphore.clone().acquire_owned().await else { break };
+                if interrupted.load(Ordering::SeqCst) {
+                    break;
+                }
+                let strategy = strategies[job.strategy].clone();
+                let study = format!("compare-{name}-{}-r{}", strategy.name.replace('#', "_"), job.repeat);
+                let ctx = ConfigJob {
+                    config: config_path.to_path_buf(),
+                    study,
+                    root: studies_root.clone(),
+                    strategy: strategy.path.clone(),
+                    trials,
+                    parallel,
+                    seed: seed + u64::from(job.repeat),
+                    metric: metric.clone(),
+                    quiet: opts.quiet,
+                };
+                let interrupted = interrupted.clone();
+                set.spawn_local(async move {
+                    let _permit = permit;
+                    let (run, stopped) = run_config_job(ctx, job).await;
+                    if stopped {
+                        interrupted.store(true, Ordering::SeqCst);
+                    }
+                    run
+                });
+            }
+            let mut runs = Vec::new();
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok(run) => runs.push(run),
+                    Err(e) => tracing::error!("a compare study panicked: {e}"),
+                }
+            }
+            runs
+        })
+        .await;
+    runs.sort_by_key(|r| (r.repeat, r.strategy));
+    Ok(Comparison {
+        objective: config_path.display().to_string(),
+        metric,
+        trials,
+        repeats,
+        parallel,
+        seed,
+        jobs: jobs_n,
+        strategies,
+        runs,
+        elapsed_s: start.elapsed().as_secs_f64(),
+        interrupted: interrupted.load(Ordering::SeqCst),
+    })
+}
+
+struct ConfigJob {
+    config: PathBuf,
+    study: String,
+    root: PathBuf,
+    strategy: PathBuf,
+    trials: u32,
+    parallel: u32,
+    seed: u64,
+    metric: Metric,
+    quiet: bool,
+}
+
+/// Runs (or resumes) one study through the campaign loop and reads its trials back. The flag is
+/// true when the user interrupted it.
+async fn run_config_job(ctx: ConfigJob, job: Job) -> (RunResult, bool) {
+    let start = Instant::now();
+    let mut run = RunResult::new(job.strategy, job.repeat, ctx.seed);
+    let dir = ctx.root.join(&ctx.study);
+    let exists = dir.join(crate::study::DB_FILE).exists();
+    if !ctx.quiet {
+        eprintln!("{} study {} ({})", if exists { "Resuming" } else { "Starting" }, ctx.study, dir.display());
+    }
+    let opts = crate::commands::RunOptions {
+        strategy: Some(ctx.strategy.clone()),
+        config: Some(ctx.config.clone()),
+        objective: None,
+        trials: Some(ctx.trials),
+        parallel: Some(ctx.parallel),
+        seed: Some(ctx.seed),
+        study: Some(ctx.study.clone()),
+        root: Some(ctx.root.clone()),
+        resume: exists,
+        max_time: None,
+        quiet: true,
+    };
+    let mut stopped = false;
+    match crate::commands::run(opts).await {
+        Ok(summary) => {
+            use crate::campaign::StopReason;
+            match summary.reason {
+                StopReason::PluginFailed(m) | StopReason::ExecutorFailed(m) => run.error = Some(m),
+                StopReason::Interrupted | StopReason::Cancelled => {
+                    stopped = true;
+                    run.error = Some("interrupted; rerun the command with the same --out to resume".into());
+                }
+                StopReason::Budget | StopReason::Time | StopReason::StrategyDone => {}
+            }
+        }
+        Err(e) => run.error = Some(format!("{e:#}")),
+    }
+    if let Err(e) = read_study(&dir, &ctx.metric, &mut run) {
+        run.error.get_or_insert(format!("cannot read the study back: {e:#}"));
+    }
+    run.elapsed_s = start.elapsed().as_secs_f64();
+    (run, stopped)
+}
+
+/// Fills a run's trials from a study database, in completion order.
+fn read_study(dir: &Path, metric: &Metric, run: &mut RunResult) -> anyhow::Result<()> {
+    let db = StudyDb::open(dir)?;
+    let mut rows: Vec<_> = db.trials()?.into_iter().filter(|r| r.state.is_finished()).collect();
+    rows.sort_by(|a, b| {
+        a.finished_at.unwrap_or(f64::MAX).total_cmp(&b.finished_at.unwrap_or(f64::MAX)).then(a.id.cmp(&b.id))
+    });
+    for row in rows {
+        let value = if row.state == TrialState::Completed { row.value } else { None };
+        push_trial(run, metric, row.id, row.params.clone(), value, None);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_clean() {
+        let paths = [PathBuf::from("a/random.wasm"), PathBuf::from("b/random.wasm"), PathBuf::from("gp ucb.wasm")];
+        assert_eq!(strategy_names(&paths), ["random", "random#2", "gp_ucb"]);
+    }
+
+    #[test]
+    fn timestamp_shape() {
+        let t = utc_timestamp();
+        assert_eq!(t.len(), 15, "{t}");
+        assert!(t.starts_with("20") && t.as_bytes()[8] == b'-', "{t}");
+    }
+
+    #[test]
+    fn trials_track_best_and_regret() {
+        let metric = Metric::Regret { optimum: 1.0 };
+        let mut run = RunResult::new(0, 0, 0);
+        for v in [Some(5.0), None, Some(3.0), Some(4.0)] {
+            push_trial(&mut run, &metric, 0, Default::default(), v, None);
+        }
+        let regrets: Vec<_> = run.trials.iter().map(|t| t.regret).collect();
+        assert_eq!(regrets, [Some(4.0), Some(4.0), Some(2.0), Some(2.0)]);
+        assert_eq!(run.final_metric(&metric), Some(2.0));
+
+        let metric = Metric::Best { direction: Direction::Maximize };
+        let mut run = RunResult::new(0, 0, 0);
+        for v in [None, Some(0.3), Some(0.7), Some(0.5)] {
+            push_trial(&mut run, &metric, 0, Default::default(), v, None);
+        }
+        assert_eq!(run.curve(&metric), [None, Some(0.3), Some(0.7), Some(0.7)]);
+        assert!(run.trials.iter().all(|t| t.regret.is_none()));
+    }
+
+    #[test]
+    fn jobs_cover_every_pair_repeat_major() {
+        let jobs = job_list(2, 3);
+        let pairs: Vec<_> = jobs.iter().map(|j| (j.repeat, j.strategy)).collect();
+        assert_eq!(pairs, [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]);
+    }
+}
