@@ -98,10 +98,41 @@ fn direction_str<S: serde::Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::
 /// One compared strategy.
 #[derive(Debug, Clone, Serialize)]
 pub struct StrategyEntry {
-    /// File stem, made unique (`random`, `random#2`).
+    /// File stem, with its options if any, made unique (`random`, `random#2`, `gp_ucb{acquisition=logei}`).
     pub name: String,
     pub path: PathBuf,
     pub sha256: String,
+    /// Plugin options (`--strategy FILE.wasm@{JSON}`), given to the plugin as `study.options`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<serde_json::Value>,
+}
+
+/// Splits `FILE.wasm@{"key": value}` into the file and its plugin options (a JSON object).
+pub fn parse_strategy_arg(arg: &Path) -> anyhow::Result<(PathBuf, Option<serde_json::Value>)> {
+    let text = arg.to_string_lossy();
+    let Some(at) = text.find("@{") else { return Ok((arg.to_path_buf(), None)) };
+    let options: serde_json::Value = serde_json::from_str(&text[at + 1..])
+        .with_context(|| format!("--strategy {text}: the options after `@` must be a JSON object"))?;
+    if !options.is_object() {
+        bail!("--strategy {text}: the options after `@` must be a JSON object");
+    }
+    Ok((PathBuf::from(&text[..at]), Some(options)))
+}
+
+/// `{"a":1,"b":"x"}` as `a=1,b=x`, for labels.
+fn options_label(options: &serde_json::Value) -> String {
+    options
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    v => format!("{k}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 /// One finished trial of a run, in completion order.
@@ -215,15 +246,18 @@ fn push_trial(
     run.trials.push(TrialResult { trial, id, params, value, best, regret, suggest_s });
 }
 
-/// Labels from file stems, made unique.
-fn strategy_names(paths: &[PathBuf]) -> Vec<String> {
+/// Labels from file stems (and options), made unique.
+fn strategy_names(strategies: &[(PathBuf, Option<serde_json::Value>)]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for p in paths {
+    for (p, options) in strategies {
         let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "strategy".into());
-        let stem: String = stem
+        let mut stem: String = stem
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
             .collect();
+        if let Some(o) = options {
+            stem = format!("{stem}{{{}}}", options_label(o));
+        }
         let mut name = stem.clone();
         let mut k = 2;
         while names.contains(&name) {
@@ -338,16 +372,15 @@ pub async fn compare(opts: CompareOptions) -> anyhow::Result<PathBuf> {
 }
 
 /// Loads every strategy before any work starts, so a bad file is reported with its path up front.
-fn load_all(
-    runtime: &PluginRuntime,
-    paths: &[PathBuf],
-) -> anyhow::Result<(Vec<StrategyEntry>, Vec<Arc<LoadedPlugin>>)> {
-    let names = strategy_names(paths);
+fn load_all(runtime: &PluginRuntime, args: &[PathBuf]) -> anyhow::Result<(Vec<StrategyEntry>, Vec<Arc<LoadedPlugin>>)> {
+    let parsed: Vec<(PathBuf, Option<serde_json::Value>)> =
+        args.iter().map(|a| parse_strategy_arg(a)).collect::<anyhow::Result<_>>()?;
+    let names = strategy_names(&parsed);
     let mut entries = Vec::new();
     let mut plugins = Vec::new();
-    for (path, name) in paths.iter().zip(names) {
-        let loaded = runtime.load(path).with_context(|| format!("strategy {}", path.display()))?;
-        entries.push(StrategyEntry { name, path: path.clone(), sha256: loaded.summary.sha256.clone() });
+    for ((path, options), name) in parsed.into_iter().zip(names) {
+        let loaded = runtime.load(&path).with_context(|| format!("strategy {}", path.display()))?;
+        entries.push(StrategyEntry { name, path, sha256: loaded.summary.sha256.clone(), options });
         plugins.push(Arc::new(loaded));
     }
     Ok((entries, plugins))
@@ -437,7 +470,7 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
                     let Some(job) = jobs.get(i).copied() else { break };
                     let ctx = BenchJob {
                         plugin: plugins[job.strategy].clone(),
-                        strategy_name: &strategies[job.strategy].name,
+                        strategy: &strategies[job.strategy],
                         bench,
                         space,
                         metric,
@@ -490,7 +523,7 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
 /// What one bench job needs.
 struct BenchJob<'a> {
     plugin: Arc<LoadedPlugin>,
-    strategy_name: &'a str,
+    strategy: &'a StrategyEntry,
     bench: &'a BenchExecutor,
     space: &'a SearchSpace,
     metric: &'a Metric,
@@ -508,19 +541,20 @@ async fn run_bench_job(ctx: BenchJob<'_>, job: Job) -> RunResult {
     let start = Instant::now();
     let mut run = RunResult::new(job.strategy, job.repeat, ctx.seed);
     let study = StudyInfo {
-        name: format!("compare-{}-{}-r{}", ctx.bench.function().name, ctx.strategy_name, job.repeat),
+        name: format!("compare-{}-{}-r{}", ctx.bench.function().name, ctx.strategy.name, job.repeat),
         space: ctx.space.clone(),
         direction: Direction::Minimize,
         objective: bench::METRIC.to_string(),
         seed: ctx.seed,
         budget: Some(ctx.trials),
         parallelism: ctx.parallel,
-        options: serde_json::json!({}),
+        options: ctx.strategy.options.clone().unwrap_or_else(|| serde_json::json!({})),
     };
     let mut strategy =
         SandboxedStrategy::new(ctx.plugin.clone(), &study, ctx.limits.clone(), ctx.grants.clone(), Storage::memory());
     if let Err(e) = drive_bench(&mut strategy, &ctx, &mut run).await {
-        run.error = Some(e);
+        // There is no study to resume here: drop the campaign's advice about one.
+        run.error = Some(e.split(". The study is intact").next().unwrap_or(&e).to_string());
     }
     run.warnings.append(&mut strategy.faults);
     run.elapsed_s = start.elapsed().as_secs_f64();
@@ -530,8 +564,9 @@ async fn run_bench_job(ctx: BenchJob<'_>, job: Job) -> RunResult {
 }
 
 async fn drive_bench(strategy: &mut SandboxedStrategy, ctx: &BenchJob<'_>, run: &mut RunResult) -> Result<(), String> {
-    // Instantiate (and init) before timing suggestions, so the first one is not charged for it.
-    strategy.describe().await.map_err(|e| e.to_string())?;
+    // Instantiate and `init` the plugin before timing suggestions, so the first one is not charged
+    // for it: `suggest(0)` brings an instance up and asks for nothing (its answer is ignored).
+    strategy.suggest(0, &[]).await.map_err(|e| e.to_string())?;
     let trials = ctx.trials as usize;
     let parallel = ctx.parallel.max(1) as usize;
     // (id, params, seconds of the suggest call that proposed it, per suggestion)
@@ -613,6 +648,12 @@ async fn compare_config(
     let runtime = PluginRuntime::new(default_cache_dir())?;
     let (strategies, _plugins) = load_all(&runtime, &opts.strategies)?;
     drop(runtime);
+    if let Some(s) = strategies.iter().find(|s| s.options.is_some()) {
+        bail!(
+            "--strategy {}: per-strategy options (`@{{...}}`) work with --objective only; with --config the plugin options come from its [strategy] options",
+            s.path.display()
+        );
+    }
     let studies_root = out.join("studies");
     std::fs::create_dir_all(&studies_root).with_context(|| format!("cannot create {}", studies_root.display()))?;
     let jobs = job_list(strategies.len(), repeats);
@@ -766,8 +807,14 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_clean() {
-        let paths = [PathBuf::from("a/random.wasm"), PathBuf::from("b/random.wasm"), PathBuf::from("gp ucb.wasm")];
-        assert_eq!(strategy_names(&paths), ["random", "random#2", "gp_ucb"]);
+        let args =
+            ["a/random.wasm", "b/random.wasm", "gp ucb.wasm", r#"x/gp_ucb.wasm@{"acquisition":"logei","beta":0.5}"#];
+        let parsed: Vec<_> = args.iter().map(|a| parse_strategy_arg(Path::new(a)).unwrap()).collect();
+        assert_eq!(parsed[3].0, PathBuf::from("x/gp_ucb.wasm"));
+        assert_eq!(parsed[3].1.as_ref().unwrap()["beta"], 0.5);
+        assert_eq!(strategy_names(&parsed), ["random", "random#2", "gp_ucb", "gp_ucb{acquisition=logei,beta=0.5}"]);
+        assert!(parse_strategy_arg(Path::new("a.wasm@{nope")).is_err());
+        assert!(parse_strategy_arg(Path::new("a.wasm@{}x")).is_err());
     }
 
     #[test]

@@ -57,7 +57,8 @@ enum Command {
     },
     /// Compare strategies side by side: every strategy, R repeats with shared seeds, one report.
     Compare {
-        /// A strategy plugin to compare; repeat the flag for each (e.g. plugins/random.wasm).
+        /// A strategy plugin to compare; repeat the flag for each (e.g. plugins/random.wasm). With
+        /// --objective, plugin options may follow as JSON: 'plugins/gp_ucb.wasm@{"acquisition":"logei"}'.
         #[arg(long = "strategy", value_name = "FILE.wasm", required = true)]
         strategies: Vec<PathBuf>,
         /// A built-in test function, run in-process on all cores: bench:NAME[:DIM], e.g. bench:branin.

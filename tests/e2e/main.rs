@@ -2,5 +2,6 @@
 //! real subprocesses. One harness (this file) with one module per area.
 
 mod cli;
+mod compare;
 mod resume;
 mod sandbox;

@@ -102,9 +102,14 @@ where
     if !lo.is_finite() || !hi.is_finite() {
         (lo, hi) = if log { (1e-3, 1.0) } else { (0.0, 1.0) };
     }
-    let metric = c.metric.label();
-    let caption =
-        format!("{}: best-so-far {metric}, median and interquartile band over {} repeats", c.objective, c.repeats);
+    let what = if log { "regret" } else { "objective" };
+    // A config path is long: its file name is enough in a title.
+    let objective = if log {
+        c.objective.clone()
+    } else {
+        Path::new(&c.objective).file_name().map_or(c.objective.clone(), |f| f.to_string_lossy().into_owned())
+    };
+    let caption = format!("{objective}: best-so-far {what}, median and interquartile band over {} repeats", c.repeats);
     let mut builder = ChartBuilder::on(root);
     builder.caption(caption, ("sans-serif", 20)).margin(16).x_label_area_size(48).y_label_area_size(80);
     let y_desc = match c.metric {

@@ -259,7 +259,7 @@ fn markdown(c: &Comparison, rows: &[StrategySummary]) -> String {
     let _ = writeln!(md, "- **AUC**: {}.", auc_definition(&c.metric));
     let _ = writeln!(
         md,
-        "- **suggest ms**: host-measured wall time of `suggest` calls inside the sandbox, divided by the suggestions they returned (the first instantiation is not counted){}.",
+        "- **suggest ms**: host-measured wall time of `suggest` calls inside the sandbox, divided by the suggestions they returned (instantiating the plugin is not counted){}.",
         if c.metric.is_regret() { "" } else { "; not measured with --config" }
     );
     let failures: Vec<_> = rows.iter().flat_map(|r| r.failures.iter().map(move |f| (&r.name, f))).collect();
@@ -447,6 +447,7 @@ mod tests {
                     name: format!("s{s}"),
                     path: format!("s{s}.wasm").into(),
                     sha256: "ab".repeat(32),
+                    options: None,
                 })
                 .collect(),
             runs,

@@ -1,0 +1,131 @@
+//! `alcf-host compare`: strategies side by side on a bench function, with a report directory.
+
+use alcf_tests::{alcf, guest, host_bin, plugin, text};
+
+fn finite(v: &serde_json::Value) -> bool {
+    v.as_f64().is_some_and(f64::is_finite)
+}
+
+#[test]
+fn compare_writes_a_report_with_one_row_per_strategy() {
+    host_bin(); // builds the host and every plugin
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    // random, and another strategy when one is built (gp_ucb is slow in a debug host: prefer a cheap one).
+    let mut strategies = vec![plugin("random")];
+    if let Some(other) = ["qmc", "tpe", "genetic", "gp_ucb"].iter().map(|n| plugin(n)).find(|p| p.exists()) {
+        strategies.push(other);
+    }
+    let mut args: Vec<String> = vec!["compare".into()];
+    for s in &strategies {
+        args.extend(["--strategy".into(), s.display().to_string()]);
+    }
+    args.extend(
+        ["--objective", "bench:branin", "--trials", "12", "--repeats", "3", "--parallel", "2", "--jobs", "2", "--out"]
+            .map(String::from),
+    );
+    args.push(out.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = alcf(&args, &dir.path().join("cache"));
+    let t = text(&result);
+    assert!(result.status.success(), "{t}");
+
+    for f in ["summary.md", "summary.json", "trials.csv", "trials.json", "curves.png", "curves.svg"] {
+        let p = out.join(f);
+        assert!(p.metadata().is_ok_and(|m| m.len() > 0), "{f} missing or empty\n{t}");
+    }
+    assert!(std::fs::read(out.join("curves.png")).unwrap().starts_with(b"\x89PNG"));
+    assert!(std::fs::read_to_string(out.join("curves.svg")).unwrap().contains("<svg"));
+
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let rows = summary["strategies"].as_array().unwrap();
+    assert_eq!(rows.len(), strategies.len(), "{summary:#}");
+    for row in rows {
+        assert_eq!(row["runs"], 3, "{row:#}");
+        assert_eq!(row["failed"], 0, "{row:#}");
+        for key in ["median", "mean", "sd", "mean_rank", "auc", "suggest_ms"] {
+            assert!(finite(&row[key]), "{key} of {}: {}", row["name"], row[key]);
+        }
+        let rank = row["mean_rank"].as_f64().unwrap();
+        assert!((1.0..=strategies.len() as f64).contains(&rank), "{row:#}");
+        assert!(row["median"].as_f64().unwrap() >= -1e-9, "regret is never (much) below 0: {row:#}");
+    }
+
+    // The printed table and summary.md: a header, a rule, one row per strategy.
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(table.len(), 2 + strategies.len(), "{stdout}");
+    for s in &strategies {
+        let name = s.file_stem().unwrap().to_string_lossy();
+        assert!(table.iter().any(|l| l.starts_with(&format!("| {name} "))), "no row for {name}:\n{stdout}");
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert_eq!(md.lines().filter(|l| l.starts_with('|')).count(), 2 + strategies.len(), "{md}");
+
+    // Every trial of every run, with seeds shared across strategies.
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + strategies.len() * 3 * 12, "{csv}");
+    let trials: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("trials.json")).unwrap()).unwrap();
+    let seeds: std::collections::BTreeSet<u64> =
+        trials.as_array().unwrap().iter().map(|t| t["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
+}
+
+#[test]
+fn compare_checks_every_strategy_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let random = plugin("random");
+    let args = [
+        "compare",
+        "--strategy",
+        random.to_str().unwrap(),
+        "--strategy",
+        "/nonexistent/nope.wasm",
+        "--objective",
+        "bench:branin",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let result = alcf(&args, &dir.path().join("cache"));
+    let t = text(&result);
+    assert!(!result.status.success(), "{t}");
+    assert!(t.contains("/nonexistent/nope.wasm"), "{t}");
+    assert!(!out.join("summary.json").exists(), "no work before every strategy loads");
+}
+
+#[test]
+fn a_failing_plugin_is_recorded_per_repeat_and_the_rest_continues() {
+    host_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let random = plugin("random");
+    let hostile = format!("{}@{{\"mode\":\"panic\"}}", guest("hostile").display());
+    let args = [
+        "compare",
+        "--strategy",
+        random.to_str().unwrap(),
+        "--strategy",
+        &hostile,
+        "--objective",
+        "bench:branin",
+        "--trials",
+        "5",
+        "--repeats",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let result = alcf(&args, &dir.path().join("cache"));
+    let t = text(&result);
+    assert!(result.status.success(), "a failed run is reported, not fatal: {t}");
+    assert!(t.contains("hostile{mode=panic}: repeat 0 (seed 0) failed") && t.contains("panic"), "{t}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let rows = summary["strategies"].as_array().unwrap();
+    assert_eq!((rows[0]["runs"].as_u64(), rows[0]["failed"].as_u64()), (Some(2), Some(0)));
+    assert_eq!((rows[1]["runs"].as_u64(), rows[1]["failed"].as_u64()), (Some(0), Some(2)));
+    assert!(finite(&rows[0]["median"]) && rows[1]["median"].is_null(), "{summary:#}");
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Failed runs") && md.contains("0/2 (2 failed)"), "{md}");
+    assert!(out.join("curves.png").exists());
+}
