@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput (images/s) of alcf-trainer vs the same model and settings in eager PyTorch
 # (trainer/bench/throughput.py) on the same libtorch (the torch 2.13.0 wheel in .venv), side by
-# side: for each model the two alternate, REPEATS times each, and the table shows the median over
+# side: for each model the two alternate (which goes first alternates too), REPEATS times each, and the table shows the median over
 # runs of each run's median epoch rate (the first epoch of every run is warm-up and not counted).
 #
 #   bash trainer/bench/run.sh                     # cnn and resnet18, threads = cores
@@ -58,12 +58,18 @@ for m in $MODELS; do
   read -r images batch epochs <<<"$(settings "$m")"
   for r in $(seq 1 "$REPEATS"); do
     out="$WORK/rust-$m-$r"
-    "$BIN" train --data "$WORK/data" --model "$m" --limit-train "$images" --limit-val 100 --val-split 0.04 \
-      --batch-size "$batch" --epochs "$epochs" --lr 0.05 --weight-decay 5e-4 --momentum 0.9 \
-      --threads "$THREADS" --device cpu --quiet --out "$out"
+    run_rust() {
+      "$BIN" train --data "$WORK/data" --model "$m" --limit-train "$images" --limit-val 100 --val-split 0.04 \
+        --batch-size "$batch" --epochs "$epochs" --lr 0.05 --weight-decay 5e-4 --momentum 0.9 \
+        --threads "$THREADS" --device cpu --quiet --out "$out"
+    }
+    run_py() {
+      "$PY" trainer/bench/throughput.py --data "$WORK/data" --model "$m" --images "$images" \
+        --batch-size "$batch" --epochs "$epochs" --threads "$THREADS" >"$WORK/py-$m-$r.json"
+    }
+    # Alternate which goes first, so that a change in background load does not favour one side.
+    if [ $((r % 2)) = 1 ]; then run_rust; run_py; else run_py; run_rust; fi
     rust="$(median_rate "$out/metrics.jsonl")"
-    "$PY" trainer/bench/throughput.py --data "$WORK/data" --model "$m" --images "$images" \
-      --batch-size "$batch" --epochs "$epochs" --threads "$THREADS" >"$WORK/py-$m-$r.json"
     py="$(median_rate "$WORK/py-$m-$r.json")"
     echo "  $m run $r: alcf-trainer $rust img/s, eager PyTorch $py img/s" >&2
     echo "$m $images $batch $epochs $rust $py" >>"$RESULTS"

@@ -14,8 +14,9 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, pad: i64) -> nn::
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
+/// Batch norm initialized as PyTorch does it (weight 1, bias 0; tch's default weight is U(0, 1)).
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+    nn::batch_norm2d(p, c, nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), ..Default::default() })
 }
 
 struct Shortcut {
