@@ -318,7 +318,12 @@ impl Campaign {
 
     /// Trials left pending or running by an earlier host: wait on jobs that outlive the host,
     /// re-run the others from scratch.
-    async fn reconcile(&mut self, rows: Vec<TrialRow>, st: &mut State, waiting: &mut Waiting) -> Result<(), CampaignError> {
+    async fn reconcile(
+        &mut self,
+        rows: Vec<TrialRow>,
+        st: &mut State,
+        waiting: &mut Waiting,
+    ) -> Result<(), CampaignError> {
         for row in rows {
             let params = Assignment::from_json(&self.space, &row.params)
                 .map_err(|m| StudyError::Corrupt(format!("trial {}: {m}", row.id)))?;
@@ -528,7 +533,11 @@ impl Campaign {
             observations.push(Observation {
                 trial: id,
                 params: spec.params,
-                status: if finish.state == TrialState::Completed { ObservedStatus::Completed } else { ObservedStatus::Failed },
+                status: if finish.state == TrialState::Completed {
+                    ObservedStatus::Completed
+                } else {
+                    ObservedStatus::Failed
+                },
                 value: finish.value,
                 metrics: finish.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             });
@@ -615,7 +624,11 @@ impl Campaign {
                 tracing::warn!("could not cancel job {job}: {e}");
             }
         }
-        self.db.event("cancel", None, &format!("{} running trials cancelled; they re-run on resume", st.running.len()))?;
+        self.db.event(
+            "cancel",
+            None,
+            &format!("{} running trials cancelled; they re-run on resume", st.running.len()),
+        )?;
         st.running.clear();
         Ok(())
     }

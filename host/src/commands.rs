@@ -115,7 +115,9 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             );
         };
         let (name, dim) = match rest.split_once(':') {
-            Some((n, d)) => (n, Some(d.parse::<usize>().with_context(|| format!("bad dimension in --objective {obj}"))?)),
+            Some((n, d)) => {
+                (n, Some(d.parse::<usize>().with_context(|| format!("bad dimension in --objective {obj}"))?))
+            }
             None => (rest, None),
         };
         config.executor = Some(ExecutorConfig::Bench { function: name.to_string(), dim, delay: None });
@@ -140,7 +142,9 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
     }
 
     let Some(executor_cfg) = config.executor.clone() else {
-        bail!("nothing to run: give --objective bench:NAME, or a --config with an [executor] section (see config/quickstart.toml)");
+        bail!(
+            "nothing to run: give --objective bench:NAME, or a --config with an [executor] section (see config/quickstart.toml)"
+        );
     };
     let (space, executor, executor_desc, default_objective): (SearchSpace, Arc<dyn Executor>, String, Option<String>) =
         match &executor_cfg {
@@ -155,7 +159,9 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             }
             ExecutorConfig::Local { command, timeout, env, workdir } => {
                 let Some(space) = config.space.clone() else {
-                    bail!("the local executor needs a search space: add a [space] table or study.space = \"file\" to the config");
+                    bail!(
+                        "the local executor needs a search space: add a [space] table or study.space = \"file\" to the config"
+                    );
                 };
                 let local = LocalExecutor::new(
                     LocalConfig {
@@ -176,8 +182,10 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
     let name = match opts.study.clone().or(config.name.clone()) {
         Some(n) => n,
         None => {
-            let plugin = config.strategy.plugin.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
-            let base = executor_desc.split(':').nth(if executor_desc.starts_with("bench") { 1 } else { 0 }).unwrap_or("study");
+            let plugin =
+                config.strategy.plugin.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
+            let base =
+                executor_desc.split(':').nth(if executor_desc.starts_with("bench") { 1 } else { 0 }).unwrap_or("study");
             format!("{}-{}", base.trim(), plugin.unwrap_or_else(|| "study".into()))
         }
     };
@@ -198,7 +206,8 @@ fn init_logging(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", dir.join("host.log").display()))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALCF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let file_layer = tracing_subscriber::fmt::layer().with_writer(std::sync::Mutex::new(file)).with_ansi(false).with_filter(filter);
+    let file_layer =
+        tracing_subscriber::fmt::layer().with_writer(std::sync::Mutex::new(file)).with_ansi(false).with_filter(filter);
     // Warnings reach the terminal through the progress display's own lines.
     let _ = tracing_subscriber::registry().with(file_layer).try_init();
     Ok(())
@@ -237,7 +246,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let (db, space, objective, direction, seed) = if exists {
         let db = StudyDb::open(&plan.dir)?;
         let meta = db.meta()?;
-        let space = SearchSpace::from_json(&meta.space).map_err(|m| anyhow::anyhow!("{}: stored space: {m}", db.path().display()))?;
+        let space = SearchSpace::from_json(&meta.space)
+            .map_err(|m| anyhow::anyhow!("{}: stored space: {m}", db.path().display()))?;
         if space != plan.space {
             tracing::warn!("the config's search space differs from the study's; the study's is used");
         }
@@ -416,7 +426,10 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
         if let Some(Ok(i)) = &info {
             out!("name:          {} {}", i.name, i.version);
             out!("description:   {}", i.description);
-            out!("capabilities:  {}", if i.capabilities.is_empty() { "(none)".into() } else { i.capabilities.join(", ") });
+            out!(
+                "capabilities:  {}",
+                if i.capabilities.is_empty() { "(none)".into() } else { i.capabilities.join(", ") }
+            );
         }
         if let Some(Err(e)) = &info {
             out!("describe:      failed: {e}");
@@ -485,7 +498,15 @@ pub fn study_list(root: &Path, json: bool) -> anyhow::Result<()> {
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    out!("{:<28} {:>7} {:>9} {:>7} {:>14}  {:<18} plugin", "study", "trials", "completed", "failed", "best", "objective");
+    out!(
+        "{:<28} {:>7} {:>9} {:>7} {:>14}  {:<18} plugin",
+        "study",
+        "trials",
+        "completed",
+        "failed",
+        "best",
+        "objective"
+    );
     for (m, t, b) in &rows {
         out!(
             "{:<28} {:>7} {:>9} {:>7} {:>14}  {:<18} {}",
@@ -502,12 +523,13 @@ pub fn study_list(root: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn best_trial(trials: &[TrialRow], direction: Direction) -> Option<&TrialRow> {
-    trials.iter().filter(|t| t.state == TrialState::Completed && t.value.is_some()).fold(None, |best: Option<&TrialRow>, t| {
-        match best {
+    trials.iter().filter(|t| t.state == TrialState::Completed && t.value.is_some()).fold(
+        None,
+        |best: Option<&TrialRow>, t| match best {
             Some(b) if !direction.better(t.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN)) => Some(b),
             _ => Some(t),
-        }
-    })
+        },
+    )
 }
 
 /// `alcf-host study show NAME`: the best trial and the trial table.

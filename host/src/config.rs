@@ -226,8 +226,7 @@ impl Config {
         }
         if let Some(t) = s.max_time {
             let span = t.span();
-            config.max_time =
-                Some(parse_duration(t.get_ref()).map_err(|m| invalid(span, "study.max_time", m))?);
+            config.max_time = Some(parse_duration(t.get_ref()).map_err(|m| invalid(span, "study.max_time", m))?);
         }
 
         // The space: inline, or from a separate reusable file.
@@ -281,10 +280,8 @@ impl Config {
                 sc.max_restarts = r;
             }
             if let Some(o) = st.options {
-                sc.options = serde_json::to_value(o).map_err(|e| ConfigError::Parse {
-                    path: path.into(),
-                    message: format!("strategy.options: {e}"),
-                })?;
+                sc.options = serde_json::to_value(o)
+                    .map_err(|e| ConfigError::Parse { path: path.into(), message: format!("strategy.options: {e}") })?;
             }
             config.strategy = sc;
         }
@@ -292,11 +289,9 @@ impl Config {
         if let Some(ex) = file.executor {
             let span = ex.span();
             config.executor = Some(match ex.into_inner() {
-                FileExecutor::Bench { function, dim, delay_s } => ExecutorConfig::Bench {
-                    function,
-                    dim,
-                    delay: delay_s.map(|d| Duration::from_secs_f64(d.max(0.0))),
-                },
+                FileExecutor::Bench { function, dim, delay_s } => {
+                    ExecutorConfig::Bench { function, dim, delay: delay_s.map(|d| Duration::from_secs_f64(d.max(0.0))) }
+                }
                 FileExecutor::Local { command, timeout_s, env } => {
                     if command.is_empty() {
                         return Err(invalid(span, "executor.command", "must name a program".into()));

@@ -14,7 +14,11 @@ pub struct Progress {
 impl Progress {
     pub fn new(objective: &str, show: bool) -> Progress {
         let visible = show && std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let bar = if visible { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+        let bar = if visible {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
         Progress { bar, visible, objective: objective.to_string() }
     }
 

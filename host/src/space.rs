@@ -217,11 +217,8 @@ fn check_value(p: &Param, v: &Value) -> Result<(), InvalidAssignment> {
         value: format!("{v:?}"),
         expected: p.domain.describe(),
     };
-    let out_of_range = || InvalidAssignment::OutOfRange {
-        name: p.name.clone(),
-        value: v.to_string(),
-        expected: p.domain.describe(),
-    };
+    let out_of_range =
+        || InvalidAssignment::OutOfRange { name: p.name.clone(), value: v.to_string(), expected: p.domain.describe() };
     match (&p.domain, v) {
         (Domain::Float { low, high, .. }, Value::Float(x)) => {
             if !x.is_finite() {
@@ -275,7 +272,9 @@ impl Assignment {
         for p in space.params() {
             let j = json.get(&p.name).ok_or_else(|| format!("stored trial lacks parameter `{}`", p.name))?;
             let v = match &p.domain {
-                Domain::Float { .. } => Value::Float(j.as_f64().ok_or_else(|| format!("`{}` is not a number", p.name))?),
+                Domain::Float { .. } => {
+                    Value::Float(j.as_f64().ok_or_else(|| format!("`{}` is not a number", p.name))?)
+                }
                 Domain::Int { .. } => Value::Int(j.as_i64().ok_or_else(|| format!("`{}` is not an integer", p.name))?),
                 Domain::Choice(_) => Value::Choice(Choice::from_json(j.clone())?.label),
             };
@@ -438,7 +437,8 @@ mod tests {
         assert!(SearchSpace::new(vec![p(Domain::Float { low: 1.0, high: 1.0, log: false })]).is_err());
         assert!(SearchSpace::new(vec![p(Domain::Choice(vec![]))]).is_err());
         assert_eq!(SearchSpace::new(vec![]), Err(SpaceError::Empty));
-        let twice = vec![p(Domain::Int { low: 0, high: 1, log: false }), p(Domain::Int { low: 0, high: 1, log: false })];
+        let twice =
+            vec![p(Domain::Int { low: 0, high: 1, log: false }), p(Domain::Int { low: 0, high: 1, log: false })];
         assert_eq!(SearchSpace::new(twice), Err(SpaceError::Duplicate("x".into())));
     }
 }

@@ -31,7 +31,9 @@ pub enum StudyError {
     NotFound(PathBuf),
     #[error("a study already exists at {0}: continue it with --resume, or pick another --study name")]
     Exists(PathBuf),
-    #[error("{path} was written by a newer alcf-host (schema {found}, this build reads {SCHEMA_VERSION}); upgrade alcf-host")]
+    #[error(
+        "{path} was written by a newer alcf-host (schema {found}, this build reads {SCHEMA_VERSION}); upgrade alcf-host"
+    )]
     Schema { path: PathBuf, found: i64 },
     #[error("{0}")]
     Corrupt(String),
@@ -163,7 +165,8 @@ impl StudyDb {
         if path.exists() {
             return Err(StudyError::Exists(dir.to_path_buf()));
         }
-        std::fs::create_dir_all(dir).map_err(|e| StudyError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StudyError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         let db = StudyDb::connect(path)?;
         db.with(|c| {
             let tx = c.unchecked_transaction()?;
@@ -227,7 +230,8 @@ impl StudyDb {
 
     pub fn meta(&self) -> Result<StudyMeta, StudyError> {
         let get = |k: &str| -> Result<String, StudyError> {
-            self.meta_value(k)?.ok_or_else(|| StudyError::Corrupt(format!("{}: meta key `{k}` missing", self.path.display())))
+            self.meta_value(k)?
+                .ok_or_else(|| StudyError::Corrupt(format!("{}: meta key `{k}` missing", self.path.display())))
         };
         let space = serde_json::from_str(&get("space")?)
             .map_err(|e| StudyError::Corrupt(format!("{}: stored space: {e}", self.path.display())))?;
@@ -340,39 +344,60 @@ impl StudyDb {
         })?;
         let corrupt = |what: String| StudyError::Corrupt(format!("{}: {what}", self.path.display()));
         rows.into_iter()
-            .map(|(id, params, state, attempt, job_id, created_at, started_at, finished_at, value, metrics, curve, failure, log_tail)| {
-                let params = match serde_json::from_str(&params) {
-                    Ok(Json::Object(m)) => m,
-                    _ => return Err(corrupt(format!("trial {id}: params are not a JSON object"))),
-                };
-                Ok(TrialRow {
-                    id: id as u64,
+            .map(
+                |(
+                    id,
                     params,
-                    state: TrialState::parse(&state).ok_or_else(|| corrupt(format!("trial {id}: state `{state}`")))?,
+                    state,
                     attempt,
                     job_id,
                     created_at,
                     started_at,
                     finished_at,
                     value,
-                    metrics: metrics.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default(),
-                    curve: curve.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default(),
+                    metrics,
+                    curve,
                     failure,
                     log_tail,
-                })
-            })
+                )| {
+                    let params = match serde_json::from_str(&params) {
+                        Ok(Json::Object(m)) => m,
+                        _ => return Err(corrupt(format!("trial {id}: params are not a JSON object"))),
+                    };
+                    Ok(TrialRow {
+                        id: id as u64,
+                        params,
+                        state: TrialState::parse(&state)
+                            .ok_or_else(|| corrupt(format!("trial {id}: state `{state}`")))?,
+                        attempt,
+                        job_id,
+                        created_at,
+                        started_at,
+                        finished_at,
+                        value,
+                        metrics: metrics.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default(),
+                        curve: curve.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default(),
+                        failure,
+                        log_tail,
+                    })
+                },
+            )
             .collect()
     }
 
     pub fn storage_get(&self, key: &str) -> Result<Option<Vec<u8>>, StudyError> {
-        self.with(|c| c.prepare_cached("SELECT value FROM storage WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional())
+        self.with(|c| {
+            c.prepare_cached("SELECT value FROM storage WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()
+        })
     }
 
     pub fn storage_set(&self, key: &str, value: &[u8]) -> Result<(), StudyError> {
         self.with(|c| {
-            c.prepare_cached("INSERT INTO storage(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2")?
-                .execute(params![key, value])
-                .map(drop)
+            c.prepare_cached(
+                "INSERT INTO storage(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            )?
+            .execute(params![key, value])
+            .map(drop)
         })
     }
 
@@ -401,7 +426,9 @@ impl StudyDb {
     pub fn events(&self) -> Result<Vec<(f64, String, Option<u64>, String)>, StudyError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached("SELECT at, kind, trial, message FROM event ORDER BY id")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?.map(|t| t as u64), r.get(3)?)))?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?.map(|t| t as u64), r.get(3)?))
+            })?;
             rows.collect()
         })
     }

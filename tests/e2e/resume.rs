@@ -159,3 +159,94 @@ fn resume_with_a_bench_study_extends_it() {
     let values: std::collections::HashSet<u64> = trials.iter().map(|(_, _, v)| v.unwrap().to_bits()).collect();
     assert_eq!(values.len(), 50, "no point was proposed twice");
 }
+
+/// Waits until the study has at least `n` trials in `state`.
+fn wait_for(study: &Path, state: &str, n: usize, child: &mut std::process::Child) {
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let count = try_trial_states(study).map_or(0, |t| t.iter().filter(|(_, s, _)| s == state).count());
+        if count >= n {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no {n} {state} trials after 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "the host exited early");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_submitting_and_waits_for_running_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let cache = dir.path().join("cache");
+    let study = dir.path().join("studies/killed");
+    let mut child = Command::new(host_bin())
+        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
+        .env("ALCF_HOST_CACHE", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&study, "running", 2, &mut child);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Interrupted: no new trials"), "{stderr}");
+    let trials = trial_states(&study);
+    assert!(trials.len() < BUDGET, "it kept submitting");
+    assert!(trials.iter().all(|(_, s, _)| s == "completed"), "running trials were waited for: {trials:?}");
+
+    let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet", "--resume"], &cache);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(trial_states(&study).len(), BUDGET);
+}
+
+#[test]
+fn second_ctrl_c_cancels_running_trials_which_rerun_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace("sleep 0.3", "sleep 30");
+    std::fs::write(dir.path().join("trial.sh"), std::fs::read_to_string(dir.path().join("trial.sh")).unwrap().replace("sleep 0.3", "sleep 30")).unwrap();
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let cache = dir.path().join("cache");
+    let study = dir.path().join("studies/killed");
+    let mut child = Command::new(host_bin())
+        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
+        .env("ALCF_HOST_CACHE", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&study, "running", 3, &mut child);
+    let start = Instant::now();
+    for _ in 0..2 {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(20), "cancel did not stop the 30 s trials");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Cancelling 3 running trial(s)"), "{stderr}");
+    let trials = trial_states(&study);
+    assert_eq!(trials.len(), 3);
+    assert!(trials.iter().all(|(_, s, _)| s == "running"), "cancelled trials stay resumable: {trials:?}");
+    assert!(!dir.path().join("ledger").exists(), "no cancelled trial reached its end");
+}
+
+#[test]
+fn time_budget_stops_submitting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let out = alcf(
+        &["run", "--config", cfg.to_str().unwrap(), "--quiet", "--max-time", "1s"],
+        &dir.path().join("cache"),
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let trials = trial_states(&dir.path().join("studies/killed"));
+    assert!(!trials.is_empty() && trials.len() < BUDGET, "{trials:?}");
+    assert!(trials.iter().all(|(_, s, _)| s == "completed"), "{trials:?}");
+}

@@ -40,7 +40,9 @@ impl BenchExecutor {
                     ParamKind::Float { low, high, log } => Domain::Float { low: *low, high: *high, log: *log },
                     ParamKind::Int { low, high, log } => Domain::Int { low: *low, high: *high, log: *log },
                     ParamKind::Choice(c) => Domain::Choice(
-                        c.iter().map(|s| Choice { label: s.clone(), json: serde_json::Value::String(s.clone()) }).collect(),
+                        c.iter()
+                            .map(|s| Choice { label: s.clone(), json: serde_json::Value::String(s.clone()) })
+                            .collect(),
                     ),
                 },
             })

@@ -44,9 +44,13 @@ pub(crate) mod bindings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read plugin {path}: {source}. Check the path (built plugins land in plugins/*.wasm; build them with scripts/build-plugins.sh)")]
+    #[error(
+        "cannot read plugin {path}: {source}. Check the path (built plugins land in plugins/*.wasm; build them with scripts/build-plugins.sh)"
+    )]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a WebAssembly component: {message}. Build plugins with `cargo build --target wasm32-wasip2 --release`")]
+    #[error(
+        "{path} is not a WebAssembly component: {message}. Build plugins with `cargo build --target wasm32-wasip2 --release`"
+    )]
     Invalid { path: PathBuf, message: String },
     #[error(
         "{path} is not a strategy plugin: it exports [{exports}], not `{ABI_PACKAGE}/strategy@{ABI_VERSION}`. Write it with the plugin SDK (docs/plugin-guide.md)"
@@ -145,14 +149,12 @@ impl PluginRuntime {
     pub fn load(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
         let (component, summary) = self.compile(path)?;
         check_strategy(&summary)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link {
-            path: path.into(),
-            message: format!("{e:#}"),
-        })?;
-        let pre = bindings::StrategyPluginPre::new(pre).map_err(|e| LoadError::Link {
-            path: path.into(),
-            message: format!("{e:#}"),
-        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link { path: path.into(), message: format!("{e:#}") })?;
+        let pre = bindings::StrategyPluginPre::new(pre)
+            .map_err(|e| LoadError::Link { path: path.into(), message: format!("{e:#}") })?;
         Ok(LoadedPlugin { summary, pre })
     }
 
@@ -205,14 +207,13 @@ impl PluginRuntime {
         let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports: Vec<String> = ty
             .exports(&self.engine)
-            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_) | ComponentItem::ComponentFunc(_)))
+            .filter(|(_, item)| {
+                matches!(item.ty, ComponentItem::ComponentInstance(_) | ComponentItem::ComponentFunc(_))
+            })
             .map(|(name, _)| name.to_string())
             .collect();
-        let abi_version = exports
-            .iter()
-            .chain(imports.iter())
-            .find_map(|n| abi_version_of(n))
-            .unwrap_or_else(|| "none".into());
+        let abi_version =
+            exports.iter().chain(imports.iter()).find_map(|n| abi_version_of(n)).unwrap_or_else(|| "none".into());
         let summary = ComponentSummary {
             path: path.into(),
             sha256,

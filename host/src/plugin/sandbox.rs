@@ -186,10 +186,7 @@ impl PluginState {
     }
 
     fn not_granted(&self, cap: &str) -> String {
-        format!(
-            "{cap} is not granted to plugin `{}`: add \"{cap}\" to strategy.allow in the study config",
-            self.plugin
-        )
+        format!("{cap} is not granted to plugin `{}`: add \"{cap}\" to strategy.allow in the study config", self.plugin)
     }
 }
 

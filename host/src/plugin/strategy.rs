@@ -61,7 +61,7 @@ impl std::fmt::Display for Fault {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("plugin `{plugin}` failed in {call}: {fault}. It was restarted from the study history")]
+    #[error("plugin `{plugin}` failed in {call}: {fault}")]
     Fault { plugin: String, call: &'static str, fault: Fault },
     #[error(
         "plugin `{plugin}` was given up after {restarts} restarts; last failure in {call}: {fault}. The study is intact: fix the plugin or its limits, then continue with --resume"
@@ -234,11 +234,21 @@ impl SandboxedStrategy {
         self.live = None;
         self.restarts += 1;
         let err = PluginError::Fault { plugin: self.name.clone(), call, fault: fault.clone() };
-        tracing::warn!("{err}");
-        self.faults.push(err.to_string());
         if self.restarts > self.limits.max_restarts {
-            return Err(PluginError::GaveUp { plugin: self.name.clone(), call, fault, restarts: self.limits.max_restarts });
+            tracing::error!("{err}");
+            return Err(PluginError::GaveUp {
+                plugin: self.name.clone(),
+                call,
+                fault,
+                restarts: self.limits.max_restarts,
+            });
         }
+        let message = format!(
+            "{err}; it was restarted from the study history (restart {} of {})",
+            self.restarts, self.limits.max_restarts
+        );
+        tracing::warn!("{message}");
+        self.faults.push(message);
         Ok(())
     }
 
@@ -283,12 +293,24 @@ impl SandboxedStrategy {
         }
     }
 
+    /// The plugin's self-description. Asked of a fresh instance without `init`, so it works for any
+    /// study (and for `plugin inspect`, which has none).
     pub async fn describe(&mut self) -> Result<PluginInfo, PluginError> {
-        let info = self
-            .with_live("describe", async |live, _| {
-                live.bindings.alcf_hpo_strategy().call_describe(&mut live.store).await.map(Ok)
-            })
-            .await?;
+        let mut store = self.new_store();
+        store.set_epoch_deadline(self.deadline_ticks());
+        let fault = |me: &Self, store: &mut Store<PluginState>, e| PluginError::Fault {
+            plugin: me.name.clone(),
+            call: "describe",
+            fault: me.classify(store, e),
+        };
+        let bindings = match self.plugin.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(fault(self, &mut store, e)),
+        };
+        let info = match bindings.alcf_hpo_strategy().call_describe(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(fault(self, &mut store, e)),
+        };
         Ok(PluginInfo {
             name: info.name,
             version: info.version,
@@ -355,7 +377,9 @@ fn study_to_wit(s: &StudyInfo) -> wit::Study {
                     Domain::Float { low, high, log } => {
                         wit::Domain::Float(wit::FloatRange { low: *low, high: *high, log: *log })
                     }
-                    Domain::Int { low, high, log } => wit::Domain::Int(wit::IntRange { low: *low, high: *high, log: *log }),
+                    Domain::Int { low, high, log } => {
+                        wit::Domain::Int(wit::IntRange { low: *low, high: *high, log: *log })
+                    }
                     Domain::Choice(c) => wit::Domain::Choice(c.iter().map(|c| c.label.clone()).collect()),
                 },
             })
