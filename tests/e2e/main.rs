@@ -5,3 +5,4 @@ mod cli;
 mod compare;
 mod resume;
 mod sandbox;
+mod strategies;
