@@ -51,6 +51,10 @@ struct TrainArgs {
     /// Stop after N epochs in this invocation, as if preempted (exit status 75); --resume continues.
     #[arg(long, value_name = "N", hide = true)]
     stop_after: Option<i64>,
+    /// Keep the final model weights and optimizer state in DIR/checkpoint/ (default: a finished run
+    /// keeps only checkpoint/state.json)
+    #[arg(long)]
+    keep_checkpoint: bool,
 
     /// resnet18 | resnet34 | resnet50 | vgg16 | densenet121 | cnn   [default: resnet18]
     #[arg(long, value_parser = parse_choice::<ModelKind>)]
@@ -241,8 +245,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Train(a) => {
             let cfg = a.to_config()?;
-            let opts =
-                train::RunOptions { out: a.out_dir(), resume: a.resume, verbose: !a.quiet, stop_after: a.stop_after };
+            let opts = train::RunOptions {
+                out: a.out_dir(),
+                resume: a.resume,
+                verbose: !a.quiet,
+                stop_after: a.stop_after,
+                keep_checkpoint: a.keep_checkpoint,
+            };
             if let Err(e) = train::run(&cfg, &opts) {
                 if let Some(s) = e.downcast_ref::<train::Stopped>() {
                     eprintln!("alcf-trainer: {s}");

@@ -30,6 +30,9 @@ pub struct RunOptions {
     /// Stop (as if preempted) once this many epochs are done in this invocation; the run then
     /// returns [`Stopped`] and a later `--resume` continues it. For tests and walltime budgets.
     pub stop_after: Option<i64>,
+    /// Keep the final model and optimizer tensors in `checkpoint/` (by default a finished run keeps
+    /// only `checkpoint/state.json`, enough for `--resume` to answer with the same result).
+    pub keep_checkpoint: bool,
 }
 
 /// Returned (as the error) by [`run`] when `RunOptions::stop_after` ended the run early.
@@ -210,12 +213,8 @@ fn save_checkpoint(out: &Path, cfg: &TrainConfig, vs: &nn::VarStore, opt: &Optim
     Ok(())
 }
 
-fn load_checkpoint(
-    out: &Path,
-    cfg: &TrainConfig,
-    vs: &mut nn::VarStore,
-    opt: &mut Optimizer,
-) -> Result<Option<Checkpoint>> {
+/// Read `OUT/checkpoint/state.json` and check that it was made with the same settings.
+fn read_state(out: &Path, cfg: &TrainConfig) -> Result<Option<Value>> {
     let state_p = out.join(CHECKPOINT_DIR).join(STATE_FILE);
     if !state_p.is_file() {
         return Ok(None);
@@ -242,6 +241,10 @@ fn load_checkpoint(
             if diffs.is_empty() { "unreadable config".to_string() } else { diffs.join("; ") }
         );
     }
+    Ok(Some(st))
+}
+
+fn load_checkpoint(out: &Path, st: &Value, vs: &mut nn::VarStore, opt: &mut Optimizer) -> Result<Checkpoint> {
     let epoch = st["epoch"].as_i64().context("checkpoint state lacks 'epoch'")?;
     let step = st["step"].as_i64().context("checkpoint state lacks 'step'")?;
     let elapsed_s = st["elapsed_s"].as_f64().unwrap_or(0.0);
@@ -258,7 +261,16 @@ fn load_checkpoint(
     } else {
         opt.step_count = step;
     }
-    Ok(Some(Checkpoint { epoch, step, history, elapsed_s }))
+    Ok(Checkpoint { epoch, step, history, elapsed_s })
+}
+
+fn write_history(path: &Path, history: &[Map<String, Value>]) -> Result<()> {
+    let mut text = String::new();
+    for h in history {
+        text.push_str(&serde_json::to_string(h)?);
+        text.push('\n');
+    }
+    data::write_atomic(path, text.as_bytes())
 }
 
 fn append_line(path: &Path, m: &Map<String, Value>) -> Result<()> {
@@ -282,6 +294,21 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             eprintln!("{s}");
         }
     };
+    let metrics_p = opts.out.join(METRICS_FILE);
+    let result_p = opts.out.join(RESULT_FILE);
+    let state = if opts.resume { read_state(&opts.out, cfg)? } else { None };
+
+    // A finished run: answer from the state file, without data or model.
+    if let Some(st) = &state
+        && let Some(Value::Object(result)) = st.get("result")
+    {
+        let history: Vec<Map<String, Value>> =
+            serde_json::from_value(st["history"].clone()).context("checkpoint state has a bad 'history'")?;
+        write_history(&metrics_p, &history)?;
+        data::write_atomic(&result_p, serde_json::to_string_pretty(result)?.as_bytes())?;
+        log(format!("alcf-trainer: --resume: the run in {} had finished; result.json rewritten", opts.out.display()));
+        return Ok(Summary { result: result.clone(), history });
+    }
 
     let (train, val) = data::load_train_val(&cfg.data, cfg.val_split, cfg.limit_train, cfg.limit_val, device)?;
     let test = if cfg.eval_test { Some(data::load_test(&cfg.data, device)?) } else { None };
@@ -294,10 +321,11 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let n_params = models::count_params(&vs);
     let mut opt = Optimizer::new(&vs, cfg);
 
-    let metrics_p = opts.out.join(METRICS_FILE);
-    let result_p = opts.out.join(RESULT_FILE);
     let _ = fs::remove_file(&result_p);
-    let resumed = if opts.resume { load_checkpoint(&opts.out, cfg, &mut vs, &mut opt)? } else { None };
+    let resumed = match &state {
+        Some(st) => Some(load_checkpoint(&opts.out, st, &mut vs, &mut opt)?),
+        None => None,
+    };
     let (start_epoch, mut step, mut history, prior_elapsed) = match resumed {
         Some(ck) => {
             log(format!(
@@ -318,12 +346,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     };
     // metrics.jsonl holds exactly the epochs the checkpoint covers (a kill between writing a line
     // and the checkpoint would otherwise duplicate it).
-    let mut text = String::new();
-    for h in &history {
-        text.push_str(&serde_json::to_string(h)?);
-        text.push('\n');
-    }
-    data::write_atomic(&metrics_p, text.as_bytes())?;
+    write_history(&metrics_p, &history)?;
 
     log(format!(
         "alcf-trainer: {} ({} parameters) on {:?}, {} threads; {} train / {} val images; {} epochs, batch {}",
@@ -483,6 +506,24 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     put(&mut r, "images_per_s", (n_train * history.len() as i64) as f64 / train_time_total);
     put(&mut r, "total_time_s", prior_elapsed + t_start.elapsed().as_secs_f64());
     data::write_atomic(&result_p, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    // The state file now carries the result, so that `--resume` of a finished run needs no tensors.
+    let dir = opts.out.join(CHECKPOINT_DIR);
+    let st = json!({
+        "format": 1,
+        "epoch": history.len(),
+        "step": step,
+        "elapsed_s": prior_elapsed + t_start.elapsed().as_secs_f64(),
+        "config": cfg.fingerprint(),
+        "history": history,
+        "result": r,
+    });
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    data::write_atomic(&dir.join(STATE_FILE), serde_json::to_string_pretty(&st)?.as_bytes())?;
+    if !opts.keep_checkpoint {
+        let (model_p, optim_p) = checkpoint_paths(&opts.out, history.len() as i64);
+        let _ = fs::remove_file(model_p);
+        let _ = fs::remove_file(optim_p);
+    }
     log(format!(
         "alcf-trainer: done: val_acc {:.4} (best {:.4}), curve_auc {:.4}; wrote {}",
         get(&r, "val_acc").unwrap_or(f64::NAN),

@@ -137,6 +137,16 @@ fn short_run_loss_falls_and_protocol_files_parse() {
 }
 
 #[test]
+fn keep_checkpoint_keeps_the_final_weights() {
+    let (_t, out) = tmp();
+    let mut c = train_cmd(&out);
+    c.args(["--epochs", "1", "--limit-train", "64", "--keep-checkpoint"]);
+    run_ok(c);
+    assert!(out.join("checkpoint/model-epoch1.ot").is_file());
+    assert!(out.join("checkpoint/optim-epoch1.ot").is_file());
+}
+
+#[test]
 fn resume_continues_at_the_right_epoch_with_the_same_result() {
     let (_ta, a) = tmp();
     let (_tb, b) = tmp();
@@ -176,11 +186,25 @@ fn resume_continues_at_the_right_epoch_with_the_same_result() {
         assert_eq!(num(&ra, k), num(&rb, k), "{k}");
     }
 
-    // Resuming a finished run changes nothing; resuming with other settings is refused.
+    // A finished run keeps only its state file (unless --keep-checkpoint) ...
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.join("checkpoint"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&a), vec!["state.json"]);
+    // ... and resuming it answers with the same files without training again.
+    let before = std::fs::read_to_string(b.join("result.json")).unwrap();
+    std::fs::remove_file(b.join("result.json")).unwrap();
     let mut again = train_cmd(&b);
     again.args(common).arg("--resume");
     run_ok(again);
     assert_eq!(comparable(&metrics(&b)), comparable(&ma));
+    assert_eq!(std::fs::read_to_string(b.join("result.json")).unwrap(), before);
+    // Resuming with other settings is refused.
     let mut other = train_cmd(&b);
     other.args(common).args(["--resume", "--label-smoothing", "0.1"]);
     let o = other.output().unwrap();
