@@ -445,7 +445,7 @@ impl Campaign {
                 if let Err(e) = self.db.mark_running(id, &job.0) {
                     tracing::error!("trial {id}: could not record job {}: {e}", job.0);
                 }
-                tracing::info!(trial = id, job = %job.0, params = %spec.params.summary(), "trial started");
+                tracing::debug!(trial = id, job = %job.0, params = %spec.params.summary(), "trial started");
                 let fut = self.executor.wait(&spec, &job);
                 waiting.spawn(async move { (id, fut.await) });
                 st.running.insert(id, (spec, attempt));
@@ -521,7 +521,7 @@ impl Campaign {
                     if self.is_better(v, st.best) {
                         st.best = Some((id, v));
                     }
-                    tracing::info!(trial = id, value = v, "trial completed");
+                    tracing::debug!(trial = id, value = v, "trial completed");
                 }
                 _ => {
                     st.failed += 1;

@@ -204,6 +204,8 @@ fn init_logging(dir: &Path) -> anyhow::Result<()> {
         .append(true)
         .open(dir.join("host.log"))
         .with_context(|| format!("cannot open {}", dir.join("host.log").display()))?;
+    // Per-trial events are logged at debug: the study database is their record, and formatting two
+    // lines per trial would double the host's per-trial cost. `ALCF_LOG=debug` shows them.
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALCF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
     let file_layer =
