@@ -24,12 +24,18 @@ fn missing_inputs_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let root = dir.path().join("s");
-    let out = alcf(&["run", "--strategy", "nope.wasm", "--objective", "bench:branin", "--root", root.to_str().unwrap()], &cache);
+    let out = alcf(
+        &["run", "--strategy", "nope.wasm", "--objective", "bench:branin", "--root", root.to_str().unwrap()],
+        &cache,
+    );
     let t = text(&out);
     assert!(t.contains("cannot read plugin nope.wasm") && t.contains("build-plugins.sh"), "{t}");
 
     let p = plugin("random");
-    let out = alcf(&["run", "--strategy", p.to_str().unwrap(), "--objective", "bench:nosuch", "--root", root.to_str().unwrap()], &cache);
+    let out = alcf(
+        &["run", "--strategy", p.to_str().unwrap(), "--objective", "bench:nosuch", "--root", root.to_str().unwrap()],
+        &cache,
+    );
     let t = text(&out);
     assert!(t.contains("unknown bench function") && t.contains("branin"), "{t}");
 
@@ -49,8 +55,23 @@ fn list_and_show_report_the_best_trial() {
     let p = plugin("random");
     for (name, f) in [("a", "bench:branin"), ("b", "bench:hartmann3")] {
         let out = alcf(
-            &["run", "--strategy", p.to_str().unwrap(), "--objective", f, "--trials", "30", "--parallel", "4", "--study",
-              name, "--root", root.to_str().unwrap(), "--seed", "3"],
+            &[
+                "run",
+                "--strategy",
+                p.to_str().unwrap(),
+                "--objective",
+                f,
+                "--trials",
+                "30",
+                "--parallel",
+                "4",
+                "--study",
+                name,
+                "--root",
+                root.to_str().unwrap(),
+                "--seed",
+                "3",
+            ],
             &cache,
         );
         assert!(out.status.success(), "{}", text(&out));

@@ -127,7 +127,8 @@ fn sigkill_mid_run_then_resume_loses_nothing_and_reaches_the_budget() {
     }
 
     // The event log tells what happened.
-    let out = alcf(&["study", "show", "killed", "--root", dir.path().join("studies").to_str().unwrap(), "--json"], &cache);
+    let out =
+        alcf(&["study", "show", "killed", "--root", dir.path().join("studies").to_str().unwrap(), "--json"], &cache);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let kinds: Vec<&str> = v["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"resume"), "{kinds:?}");
@@ -141,8 +142,20 @@ fn resume_with_a_bench_study_extends_it() {
     let p = plugin("random");
     let run = |trials: &str, resume: bool| {
         let mut a = vec![
-            "run", "--strategy", p.to_str().unwrap(), "--objective", "bench:branin", "--trials", trials, "--parallel",
-            "4", "--study", "ext", "--quiet", "--root", root.to_str().unwrap(),
+            "run",
+            "--strategy",
+            p.to_str().unwrap(),
+            "--objective",
+            "bench:branin",
+            "--trials",
+            trials,
+            "--parallel",
+            "4",
+            "--study",
+            "ext",
+            "--quiet",
+            "--root",
+            root.to_str().unwrap(),
         ];
         if resume {
             a.push("--resume");
@@ -208,7 +221,11 @@ fn second_ctrl_c_cancels_running_trials_which_rerun_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path());
     let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace("sleep 0.3", "sleep 30");
-    std::fs::write(dir.path().join("trial.sh"), std::fs::read_to_string(dir.path().join("trial.sh")).unwrap().replace("sleep 0.3", "sleep 30")).unwrap();
+    std::fs::write(
+        dir.path().join("trial.sh"),
+        std::fs::read_to_string(dir.path().join("trial.sh")).unwrap().replace("sleep 0.3", "sleep 30"),
+    )
+    .unwrap();
     std::fs::write(&cfg, text_cfg).unwrap();
     let cache = dir.path().join("cache");
     let study = dir.path().join("studies/killed");
@@ -240,10 +257,8 @@ fn second_ctrl_c_cancels_running_trials_which_rerun_on_resume() {
 fn time_budget_stops_submitting() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path());
-    let out = alcf(
-        &["run", "--config", cfg.to_str().unwrap(), "--quiet", "--max-time", "1s"],
-        &dir.path().join("cache"),
-    );
+    let out =
+        alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet", "--max-time", "1s"], &dir.path().join("cache"));
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     let trials = trial_states(&dir.path().join("studies/killed"));

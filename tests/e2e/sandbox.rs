@@ -7,7 +7,13 @@ use std::time::{Duration, Instant};
 use alcf_tests::{alcf, guest, plugin, text, trial_states};
 
 /// Writes a bench study config that runs the hostile plugin in `mode`.
-fn hostile_config(dir: &Path, mode: &str, extra_options: &str, strategy_extra: &str, parallel: u32) -> std::path::PathBuf {
+fn hostile_config(
+    dir: &Path,
+    mode: &str,
+    extra_options: &str,
+    strategy_extra: &str,
+    parallel: u32,
+) -> std::path::PathBuf {
     let path = dir.join(format!("{mode}.toml"));
     let text = format!(
         r#"
@@ -37,7 +43,12 @@ function = "mixed"
     path
 }
 
-fn run_mode(mode: &str, extra_options: &str, strategy_extra: &str, parallel: u32) -> (std::process::Output, tempfile::TempDir) {
+fn run_mode(
+    mode: &str,
+    extra_options: &str,
+    strategy_extra: &str,
+    parallel: u32,
+) -> (std::process::Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = hostile_config(dir.path(), mode, extra_options, strategy_extra, parallel);
     let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet"], &dir.path().join("cache"));
@@ -53,7 +64,8 @@ fn assert_study_intact(dir: &Path, name: &str) {
             "trial {id} left as {state} after the run ended"
         );
     }
-    let out = alcf(&["study", "show", name, "--root", dir.join("studies").to_str().unwrap(), "--json"], &dir.join("cache"));
+    let out =
+        alcf(&["study", "show", name, "--root", dir.join("studies").to_str().unwrap(), "--json"], &dir.join("cache"));
     assert!(out.status.success(), "study show failed: {}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], name);
@@ -87,7 +99,10 @@ fn four_gib_allocation_fails_against_the_memory_cap() {
     let (out, dir) = run_mode("alloc", "", "memory_mib = 256", 1);
     let t = text(&out);
     assert!(!out.status.success());
-    assert!(t.contains("ran out of memory") && t.contains("cap of 256 MiB") && t.contains("strategy.memory_mib"), "{t}");
+    assert!(
+        t.contains("ran out of memory") && t.contains("cap of 256 MiB") && t.contains("strategy.memory_mib"),
+        "{t}"
+    );
     assert_study_intact(dir.path(), "alloc");
 }
 
@@ -177,7 +192,8 @@ fn ungranted_llm_names_the_missing_grant() {
 fn granted_llm_without_a_service_is_not_configured() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = hostile_config(dir.path(), "llm", "", "", 1);
-    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(r#"allow = ["log", "storage"]"#, r#"allow = ["log", "llm"]"#);
+    let text_cfg =
+        std::fs::read_to_string(&cfg).unwrap().replace(r#"allow = ["log", "storage"]"#, r#"allow = ["log", "llm"]"#);
     std::fs::write(&cfg, text_cfg).unwrap();
     let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet"], &dir.path().join("cache"));
     let t = text(&out);
@@ -204,8 +220,17 @@ fn incompatible_abi_and_non_plugins_are_refused_by_inspect_and_run() {
     assert!(t.contains("alcf:hpo@0.2.0") && t.contains("alcf:hpo@0.1.0"), "both versions named: {t}");
 
     let out = alcf(
-        &["run", "--strategy", guest("not_a_plugin").to_str().unwrap(), "--objective", "bench:branin", "--trials", "2",
-          "--root", dir.path().join("s").to_str().unwrap()],
+        &[
+            "run",
+            "--strategy",
+            guest("not_a_plugin").to_str().unwrap(),
+            "--objective",
+            "bench:branin",
+            "--trials",
+            "2",
+            "--root",
+            dir.path().join("s").to_str().unwrap(),
+        ],
         &cache,
     );
     let t = text(&out);

@@ -14,7 +14,14 @@ fn params(study: &Path) -> Vec<String> {
     stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
 }
 
-fn bench_config(dir: &Path, name: &str, strategy: &str, function: &str, trials: u32, parallel: u32) -> std::path::PathBuf {
+fn bench_config(
+    dir: &Path,
+    name: &str,
+    strategy: &str,
+    function: &str,
+    trials: u32,
+    parallel: u32,
+) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,

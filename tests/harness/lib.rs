@@ -11,9 +11,12 @@ pub fn repo() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).map_or_else(|| repo().join("target"), |p| {
-        if p.is_absolute() { p } else { repo().join(p) }
-    })
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).map_or_else(
+        || repo().join("target"),
+        |p| {
+            if p.is_absolute() { p } else { repo().join(p) }
+        },
+    )
 }
 
 static BUILD: Once = Once::new();
