@@ -132,7 +132,9 @@ pub struct Campaign {
     pub interrupts: Interrupts,
 }
 
-type Waiting = JoinSet<(u64, Result<RunReport, ExecutorError>)>;
+/// A trial's id and how its run ended.
+type Finished = (u64, Result<RunReport, ExecutorError>);
+type Waiting = JoinSet<Finished>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
@@ -483,7 +485,7 @@ impl Campaign {
     /// Turns run reports into trial outcomes, records them in one transaction, and tells the strategy.
     async fn record(
         &mut self,
-        done: Vec<Result<(u64, Result<RunReport, ExecutorError>), tokio::task::JoinError>>,
+        done: Vec<Result<Finished, tokio::task::JoinError>>,
         st: &mut State,
         waiting: &mut Waiting,
     ) -> Result<Result<(), StopReason>, CampaignError> {

@@ -558,7 +558,7 @@ pub fn study_show(root: &Path, name: &str, json: bool) -> anyhow::Result<()> {
             "space": meta.space, "created_at": meta.created_at,
             "best": best.map(trial_json),
             "trials": trials.iter().map(trial_json).collect::<Vec<_>>(),
-            "events": db.events()?.iter().map(|(at, kind, trial, msg)| serde_json::json!({"at": at, "kind": kind, "trial": trial, "message": msg})).collect::<Vec<_>>(),
+            "events": db.events()?.iter().map(|e| serde_json::json!({"at": e.at, "kind": e.kind, "trial": e.trial, "message": e.message})).collect::<Vec<_>>(),
         });
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

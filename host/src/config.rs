@@ -249,8 +249,7 @@ impl Config {
         }
 
         if let Some(st) = file.strategy {
-            let mut sc = StrategyConfig::default();
-            sc.plugin = st.plugin.map(|p| base.join(p));
+            let mut sc = StrategyConfig { plugin: st.plugin.map(|p| base.join(p)), ..StrategyConfig::default() };
             if let Some(allow) = st.allow {
                 for cap in allow.get_ref() {
                     if !CAPABILITIES.contains(&cap.as_str()) {

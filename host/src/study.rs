@@ -121,6 +121,15 @@ pub struct Finish {
     pub log_tail: Option<String>,
 }
 
+/// One entry of the study's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: f64,
+    pub kind: String,
+    pub trial: Option<u64>,
+    pub message: String,
+}
+
 pub struct StudyDb {
     path: PathBuf,
     conn: Mutex<Connection>,
@@ -423,11 +432,16 @@ impl StudyDb {
         })
     }
 
-    pub fn events(&self) -> Result<Vec<(f64, String, Option<u64>, String)>, StudyError> {
+    pub fn events(&self) -> Result<Vec<Event>, StudyError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached("SELECT at, kind, trial, message FROM event ORDER BY id")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?.map(|t| t as u64), r.get(3)?))
+                Ok(Event {
+                    at: r.get(0)?,
+                    kind: r.get(1)?,
+                    trial: r.get::<_, Option<i64>>(2)?.map(|t| t as u64),
+                    message: r.get(3)?,
+                })
             })?;
             rows.collect()
         })
