@@ -146,16 +146,15 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             "nothing to run: give --objective bench:NAME, or a --config with an [executor] section (see config/quickstart.toml)"
         );
     };
-    let (space, executor, executor_desc, default_objective): (SearchSpace, Arc<dyn Executor>, String, Option<String>) =
+    // What the executor implies: its space (bench functions bring their own), a description for the
+    // study record, a default objective and the stem of a default study name.
+    let (space, executor, executor_desc, default_objective, stem): (SearchSpace, Arc<dyn Executor>, _, _, _) =
         match &executor_cfg {
             ExecutorConfig::Bench { function, dim, delay } => {
                 let b = BenchExecutor::new(function, *dim, *delay)?;
-                let space = match &config.space {
-                    Some(s) => s.clone(),
-                    None => b.space(),
-                };
-                let desc = format!("bench:{}", b.function().name);
-                (space, Arc::new(b), desc, Some(bench::METRIC.to_string()))
+                let space = config.space.clone().unwrap_or_else(|| b.space());
+                let name = b.function().name.clone();
+                (space, Arc::new(b), format!("bench:{name}"), Some(bench::METRIC.to_string()), name)
             }
             ExecutorConfig::Local { command, timeout, env, workdir } => {
                 let Some(space) = config.space.clone() else {
@@ -172,23 +171,18 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
                     },
                     &space,
                 )?;
-                (space, Arc::new(local), format!("local: {}", command.join(" ")), None)
+                (space, Arc::new(local), format!("local: {}", command.join(" ")), None, "local".to_string())
             }
         };
     let objective = config.objective.clone().or(default_objective).ok_or_else(|| {
         anyhow::anyhow!("the config names no objective: set [study] objective = \"METRIC\" (a key the trial writes)")
     })?;
     let direction = config.direction.unwrap_or(Direction::Minimize);
-    let name = match opts.study.clone().or(config.name.clone()) {
-        Some(n) => n,
-        None => {
-            let plugin =
-                config.strategy.plugin.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
-            let base =
-                executor_desc.split(':').nth(if executor_desc.starts_with("bench") { 1 } else { 0 }).unwrap_or("study");
-            format!("{}-{}", base.trim(), plugin.unwrap_or_else(|| "study".into()))
-        }
-    };
+    let name = opts.study.clone().or(config.name.clone()).unwrap_or_else(|| {
+        let plugin =
+            config.strategy.plugin.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned());
+        format!("{stem}-{}", plugin.unwrap_or_else(|| "study".into()))
+    });
     check_study_name(&name)?;
     let root = opts.root.clone().or(config.root.clone()).unwrap_or_else(default_root);
     let dir = root.join(&name);
