@@ -5,14 +5,21 @@
 //!
 //! ```ignore
 //! use alcf_plugin_sdk::*;
-//! struct MyStrategy { space: Space, rng: Rng }
+//! struct MyStrategy { space: Space, seed: u64, last_id: u64 }
 //! impl Strategy for MyStrategy {
 //!     fn info() -> PluginInfo { PluginInfo::new("mine", "0.1.0", "what it does") }
 //!     fn new(study: &Study) -> Result<Self, String> {
-//!         Ok(MyStrategy { space: Space::new(&study.space)?, rng: Rng::new(study.seed) })
+//!         Ok(MyStrategy { space: Space::new(&study.space)?, seed: study.seed, last_id: 0 })
 //!     }
-//!     fn suggest(&mut self, count: usize, _pending: &[Trial]) -> Result<Vec<Params>, String> {
-//!         Ok((0..count).map(|_| self.space.decode(&self.space.sample(&mut self.rng))).collect())
+//!     fn suggest(&mut self, count: usize, pending: &[Trial]) -> Result<Vec<Params>, String> {
+//!         // A stream per next trial id: after a resume (fresh instance, replayed history) the
+//!         // plugin continues where it was instead of repeating its first suggestions.
+//!         let mut rng = Rng::derive(self.seed, pending.iter().map(|t| t.id).fold(self.last_id, u64::max) + 1);
+//!         Ok((0..count).map(|_| self.space.decode(&self.space.sample(&mut rng))).collect())
+//!     }
+//!     fn observe(&mut self, outcomes: &[Outcome]) -> Result<(), String> {
+//!         self.last_id = outcomes.iter().map(|o| o.trial.id).fold(self.last_id, u64::max);
+//!         Ok(())
 //!     }
 //! }
 //! export_strategy!(MyStrategy);
