@@ -233,7 +233,24 @@ struct DownloadArgs {
     quiet: bool,
 }
 
+/// libtorch's CPU allocator takes every tensor from malloc. glibc serves blocks above its mmap
+/// threshold (at most 32 MiB) with fresh mmaps and returns them on free, so each training step
+/// page-faults its activations in again: on ResNet-18 at batch 128 that was 2.2 M minor faults and
+/// ~40 % of the CPU time in the kernel. Keeping freed memory in the heap removes most of it.
+/// `ALCF_TRAINER_MALLOC=default` leaves glibc's defaults.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var("ALCF_TRAINER_MALLOC").as_deref() != Ok("default") {
+        // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
+    }
+}
+
 fn main() {
+    tune_malloc();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("alcf-trainer: error: {e:#}");
