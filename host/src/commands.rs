@@ -244,18 +244,34 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let meta = db.meta()?;
         let space = SearchSpace::from_json(&meta.space)
             .map_err(|m| anyhow::anyhow!("{}: stored space: {m}", db.path().display()))?;
+        // A study keeps what it was created with; a changed config is reported, never silently mixed in.
+        let mut notes = Vec::new();
         if space != plan.space {
-            tracing::warn!("the config's search space differs from the study's; the study's is used");
+            notes.push("the search space in the config differs from the study's; the study's is used".to_string());
+        }
+        if meta.executor != plan.executor_desc {
+            notes.push(format!("the executor changed: study `{}`, now `{}`", meta.executor, plan.executor_desc));
+        }
+        if meta.objective != plan.objective {
+            notes.push(format!(
+                "the objective in the config (`{}`) is not the study's; `{}` is used",
+                plan.objective, meta.objective
+            ));
         }
         if meta.plugin_sha256 != loaded.summary.sha256 {
-            let msg = format!(
-                "plugin changed since the study was created ({} -> {}); finished trials are replayed into the new build",
+            notes.push(format!(
+                "the plugin changed since the study was created ({} -> {}); finished trials are replayed into the new build",
                 &meta.plugin_sha256[..12.min(meta.plugin_sha256.len())],
                 &loaded.summary.sha256[..12]
-            );
-            tracing::warn!("{msg}");
-            db.event("plugin-changed", None, &msg)?;
+            ));
             db.set_meta("plugin_sha256", &loaded.summary.sha256)?;
+        }
+        for note in notes {
+            tracing::warn!("{note}");
+            db.event("config-changed", None, &note)?;
+            if !opts.quiet {
+                eprintln!("warning: {note}");
+            }
         }
         let direction = Direction::parse(&meta.direction).unwrap_or(plan.direction);
         (db, space, meta.objective, direction, meta.seed)

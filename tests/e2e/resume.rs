@@ -265,3 +265,29 @@ fn time_budget_stops_submitting() {
     assert!(!trials.is_empty() && trials.len() < BUDGET, "{trials:?}");
     assert!(trials.iter().all(|(_, s, _)| s == "completed"), "{trials:?}");
 }
+
+#[test]
+fn resume_with_a_changed_config_keeps_the_study_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let cache = dir.path().join("cache");
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(&format!("trials = {BUDGET}"), "trials = 3");
+    std::fs::write(&cfg, &text_cfg).unwrap();
+    assert!(alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet"], &cache).status.success());
+    std::fs::write(
+        &cfg,
+        text_cfg.replace("low = -1.0", "low = -2.0").replace("objective = \"y\"", "objective = \"z\""),
+    )
+    .unwrap();
+    let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--resume", "--trials", "5"], &cache);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("warning: the search space in the config differs from the study's"), "{t}");
+    assert!(t.contains("warning: the objective in the config (`z`) is not the study's; `y` is used"), "{t}");
+    let trials = trial_states(&dir.path().join("studies/killed"));
+    assert_eq!(trials.len(), 5);
+    assert!(
+        trials.iter().all(|(_, s, v)| s == "completed" && v.is_some_and(|v| (-1.0..=1.0).contains(&v))),
+        "{trials:?}"
+    );
+}
