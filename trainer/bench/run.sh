@@ -2,7 +2,9 @@
 # Training throughput (images/s) of alcf-trainer vs the same model and settings in eager PyTorch
 # (trainer/bench/throughput.py) on the same libtorch (the torch 2.13.0 wheel in .venv), side by
 # side: for each model the two alternate (which goes first alternates too), REPEATS times each, and the table shows the median over
-# runs of each run's median epoch rate (the first epoch of every run is warm-up and not counted).
+# runs of each run's median epoch rate (the first epoch of every run is warm-up and not counted),
+# both per wall-clock second and per CPU-second of the process (all its threads): on a shared,
+# loaded machine the second is the steadier measure of work per image, especially with THREADS=1.
 #
 #   bash trainer/bench/run.sh                     # cnn and resnet18, threads = cores
 #   MODELS="cnn resnet18 vgg16" THREADS=2 REPEATS=3 bash trainer/bench/run.sh
@@ -39,16 +41,22 @@ settings() { # model -> "images batch epochs"
   esac
 }
 
-median_rate() { # metrics file or JSON list -> median of epochs 2..
+median_rate() { # metrics.jsonl or the baseline's JSON, wall|cpu -> median over epochs 2.. of
+  # images per wall-clock second, or images per CPU-second of the process (all threads)
   "$PY" -c '
 import json, statistics, sys
-src = sys.argv[1]
+src, kind = sys.argv[1], sys.argv[2]
 if src.endswith(".jsonl"):
-    r = [json.loads(l)["images_per_s"] for l in open(src) if l.strip()]
+    lines = [json.loads(l) for l in open(src) if l.strip()]
+    if kind == "wall":
+        r = [m["images_per_s"] for m in lines]
+    else:
+        r = [m["images_per_s"] * m["train_time_s"] / m["train_cpu_s"] for m in lines]
 else:
-    r = json.loads(open(src).read())["images_per_s"]
+    d = json.loads(open(src).read())
+    r = d["images_per_s"] if kind == "wall" else d["images_per_cpu_s"]
 r = r[1:] or r
-print(f"{statistics.median(r):.1f}")' "$1"
+print(f"{statistics.median(r):.1f}")' "$1" "$2"
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -69,10 +77,12 @@ for m in $MODELS; do
     }
     # Alternate which goes first, so that a change in background load does not favour one side.
     if [ $((r % 2)) = 1 ]; then run_rust; run_py; else run_py; run_rust; fi
-    rust="$(median_rate "$out/metrics.jsonl")"
-    py="$(median_rate "$WORK/py-$m-$r.json")"
-    echo "  $m run $r: alcf-trainer $rust img/s, eager PyTorch $py img/s" >&2
-    echo "$m $images $batch $epochs $rust $py" >>"$RESULTS"
+    rust="$(median_rate "$out/metrics.jsonl" wall)"
+    py="$(median_rate "$WORK/py-$m-$r.json" wall)"
+    rust_cpu="$(median_rate "$out/metrics.jsonl" cpu)"
+    py_cpu="$(median_rate "$WORK/py-$m-$r.json" cpu)"
+    echo "  $m run $r: alcf-trainer $rust img/s ($rust_cpu per CPU-s), eager PyTorch $py img/s ($py_cpu per CPU-s)" >&2
+    echo "$m $images $batch $epochs $rust $py $rust_cpu $py_cpu" >>"$RESULTS"
   done
 done
 
@@ -81,13 +91,12 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    m, images, batch, epochs, rust, py = line.split()
-    rows.setdefault((m, images, batch, epochs), []).append((float(rust), float(py)))
+    m, images, batch, epochs, *v = line.split()
+    rows.setdefault((m, images, batch, epochs), []).append([float(x) for x in v])
 print()
-print(f"| model | images/epoch | batch | threads | alcf-trainer img/s | eager PyTorch img/s | ratio |")
-print(f"|---|---|---|---|---|---|---|")
+print("| model | images/epoch | batch | threads | runs | alcf-trainer img/s | eager PyTorch img/s | ratio | alcf-trainer img/CPU-s | eager PyTorch img/CPU-s | ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (m, images, batch, epochs), v in rows.items():
-    r = statistics.median(x for x, _ in v)
-    p = statistics.median(y for _, y in v)
-    print(f"| {m} | {images} | {batch} | {sys.argv[2]} | {r:.1f} | {p:.1f} | {r / p:.2f}x |")
+    r, p, rc, pc = (statistics.median(x[i] for x in v) for i in range(4))
+    print(f"| {m} | {images} | {batch} | {sys.argv[2]} | {len(v)} | {r:.1f} | {p:.1f} | {r / p:.2f}x | {rc:.1f} | {pc:.1f} | {rc / pc:.2f}x |")
 PY

@@ -243,11 +243,12 @@ def main():
     bs = min(a.batch_size, n)
     steps = n // bs + (1 if n % bs > 1 else 0)
     total = a.epochs * steps
-    rates = []
+    rates, cpu_rates = [], []
     step = 0
     for epoch in range(a.epochs):
         model.train()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         perm = torch.randperm(n)
         loss_sum = torch.zeros(())
         correct = torch.zeros((), dtype=torch.int64)
@@ -272,8 +273,10 @@ def main():
                 loss_sum += loss.detach() * ln
                 correct += (logits.argmax(1) == yb).sum()
         dt = time.perf_counter() - t0
+        dc = time.process_time() - c0
         _ = loss_sum.item() / seen, correct.item() / seen
         rates.append(seen / dt)
+        cpu_rates.append(seen / dc)
     print(
         json.dumps(
             {
@@ -283,6 +286,7 @@ def main():
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "images_per_s": rates,
+                "images_per_cpu_s": cpu_rates,
             }
         )
     )

@@ -107,6 +107,19 @@ pub fn setup_threads(threads: i64) -> i64 {
     n
 }
 
+/// CPU time of this process so far, in seconds (0 where unsupported).
+fn process_cpu_s() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+        }
+    }
+    0.0
+}
+
 fn epoch_seed(seed: u64, epoch: i64) -> i64 {
     let mut r = data::SplitMix::new(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407));
     (r.next_u64() >> 1) as i64
@@ -371,6 +384,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             return Err(Stopped { epoch }.into());
         }
         let t_epoch = Instant::now();
+        let cpu_epoch = process_cpu_s();
         tch::manual_seed(epoch_seed(cfg.seed, epoch));
         let perm = Tensor::randperm(n_train, (Kind::Int64, device));
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
@@ -415,6 +429,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             tch::Cuda::synchronize(i as i64);
         }
         let train_time = t_epoch.elapsed().as_secs_f64();
+        let train_cpu = process_cpu_s() - cpu_epoch;
         train_time_total += train_time;
         let train_loss = loss_sum.double_value(&[]) / seen as f64;
         let train_acc = correct.int64_value(&[]) as f64 / seen as f64;
@@ -435,6 +450,9 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         put(&mut m, "epoch_time_s", epoch_time);
         put(&mut m, "train_time_s", train_time);
         put(&mut m, "images_per_s", seen as f64 / train_time);
+        // CPU seconds of the whole process (all threads) in the training phase: with --threads 1 a
+        // measure of work per image that other load on the machine hardly changes.
+        put(&mut m, "train_cpu_s", train_cpu);
         append_line(&metrics_p, &m)?;
         log(format!(
             "epoch {:>3}/{}  train_loss {:.4}  val_loss {:.4}  val_acc {:.4}  val_top5 {:.4}  val_auc {:.4}  {:.1}s  {:.0} img/s",
