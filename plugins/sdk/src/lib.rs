@@ -3,7 +3,7 @@
 //! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.1.0`, world
 //! `strategy-plugin`). A plugin author implements [`Strategy`] and calls [`export_strategy!`]:
 //!
-//! ```ignore
+//! ```
 //! use alcf_plugin_sdk::*;
 //! struct MyStrategy { space: Space, seed: u64, last_id: u64 }
 //! impl Strategy for MyStrategy {
