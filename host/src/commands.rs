@@ -26,20 +26,40 @@ macro_rules! out {
     }};
 }
 
-/// `alcf-host run` options, after clap.
-#[derive(Debug, Clone, Default)]
+/// `alcf-host run` options (also its command-line flags).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunOptions {
+    /// Strategy plugin, e.g. plugins/gp_ucb.wasm (overrides [strategy] plugin).
+    #[arg(long, value_name = "FILE.wasm")]
     pub strategy: Option<PathBuf>,
+    /// Study configuration (TOML); see config/quickstart.toml.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// `bench:NAME` (optionally `bench:NAME:DIM`).
+    /// A built-in test function instead of a configured executor: bench:NAME[:DIM], e.g. bench:branin.
+    #[arg(long, value_name = "bench:NAME")]
     pub objective: Option<String>,
+    /// Total number of trials in the study (earlier runs included).
+    #[arg(long)]
     pub trials: Option<u32>,
+    /// Trials running at once.
+    #[arg(long)]
     pub parallel: Option<u32>,
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Study name (directory under --root); default from the config or the objective and plugin.
+    #[arg(long)]
     pub study: Option<String>,
+    /// Directory holding studies [default: $ALCF_STUDIES or ./studies].
+    #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Continue an existing study: replay its finished trials, re-run interrupted ones.
+    #[arg(long)]
     pub resume: bool,
+    /// Stop submitting after this much wall time, e.g. 90m, 2h.
+    #[arg(long, value_name = "DURATION")]
     pub max_time: Option<String>,
+    /// No progress bar or summary.
+    #[arg(long, short)]
     pub quiet: bool,
 }
 

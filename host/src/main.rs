@@ -21,40 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run (or resume) a study: ask the strategy, run trials, record everything.
-    Run {
-        /// Strategy plugin, e.g. plugins/gp_ucb.wasm (overrides [strategy] plugin).
-        #[arg(long, value_name = "FILE.wasm")]
-        strategy: Option<PathBuf>,
-        /// Study configuration (TOML); see config/quickstart.toml.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// A built-in test function instead of a configured executor: bench:NAME[:DIM], e.g. bench:branin.
-        #[arg(long, value_name = "bench:NAME")]
-        objective: Option<String>,
-        /// Total number of trials in the study (earlier runs included).
-        #[arg(long)]
-        trials: Option<u32>,
-        /// Trials running at once.
-        #[arg(long)]
-        parallel: Option<u32>,
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Study name (directory under --root); default from the config or the objective and plugin.
-        #[arg(long)]
-        study: Option<String>,
-        /// Directory holding studies [default: $ALCF_STUDIES or ./studies].
-        #[arg(long, value_name = "DIR")]
-        root: Option<PathBuf>,
-        /// Continue an existing study: replay its finished trials, re-run interrupted ones.
-        #[arg(long)]
-        resume: bool,
-        /// Stop submitting after this much wall time, e.g. 90m, 2h.
-        #[arg(long, value_name = "DURATION")]
-        max_time: Option<String>,
-        /// No progress bar or summary.
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    Run(RunOptions),
     /// Compare strategies side by side: every strategy, R repeats with shared seeds, one report.
     Compare {
         /// A strategy plugin to compare; repeat the flag for each (e.g. plugins/random.wasm). With
@@ -142,32 +109,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run {
-                strategy,
-                config,
-                objective,
-                trials,
-                parallel,
-                seed,
-                study,
-                root,
-                resume,
-                max_time,
-                quiet,
-            } => {
-                let opts = RunOptions {
-                    strategy,
-                    config,
-                    objective,
-                    trials,
-                    parallel,
-                    seed,
-                    study,
-                    root,
-                    resume,
-                    max_time,
-                    quiet,
-                };
+            Command::Run(opts) => {
                 let summary = commands::run(opts).await?;
                 if let alcf_host::campaign::StopReason::PluginFailed(m)
                 | alcf_host::campaign::StopReason::ExecutorFailed(m) = &summary.reason

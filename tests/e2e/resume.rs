@@ -66,6 +66,17 @@ fn ledger(dir: &Path) -> HashMap<u64, usize> {
     runs
 }
 
+/// Starts `alcf-host run` on a config in the background.
+fn spawn_run(cfg: &Path, cache: &Path, stderr: Stdio) -> std::process::Child {
+    Command::new(host_bin())
+        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
+        .env("ALCF_HOST_CACHE", cache)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn sigkill_mid_run_then_resume_loses_nothing_and_reaches_the_budget() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,25 +84,9 @@ fn sigkill_mid_run_then_resume_loses_nothing_and_reaches_the_budget() {
     let cache = dir.path().join("cache");
     let study = dir.path().join("studies/killed");
 
-    let mut child = Command::new(host_bin())
-        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
-        .env("ALCF_HOST_CACHE", &cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&cfg, &cache, Stdio::null());
     // Kill once a few trials are done and others are running.
-    let start = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        // The host may be creating the database right now: "not readable yet" counts as none done.
-        let done = try_trial_states(&study).map_or(0, |t| t.iter().filter(|(_, s, _)| s == "completed").count());
-        if done >= 4 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the run made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the host exited before it was killed");
-    }
+    wait_for(&study, "completed", 4, &mut child);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
@@ -193,13 +188,7 @@ fn ctrl_c_stops_submitting_and_waits_for_running_trials() {
     let cfg = write_config(dir.path());
     let cache = dir.path().join("cache");
     let study = dir.path().join("studies/killed");
-    let mut child = Command::new(host_bin())
-        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
-        .env("ALCF_HOST_CACHE", &cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&cfg, &cache, Stdio::piped());
     wait_for(&study, "running", 2, &mut child);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -229,13 +218,7 @@ fn second_ctrl_c_cancels_running_trials_which_rerun_on_resume() {
     std::fs::write(&cfg, text_cfg).unwrap();
     let cache = dir.path().join("cache");
     let study = dir.path().join("studies/killed");
-    let mut child = Command::new(host_bin())
-        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
-        .env("ALCF_HOST_CACHE", &cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&cfg, &cache, Stdio::piped());
     wait_for(&study, "running", 3, &mut child);
     let start = Instant::now();
     for _ in 0..2 {
