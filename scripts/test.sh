@@ -37,8 +37,15 @@ if [ "$lint" = 1 ]; then
   cargo clippy --workspace --all-targets -- -D warnings
 fi
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set -o pipefail
+
 step "tests: host, SDK, strategies, end-to-end"
-ALCF_TEST_SKIP_PLUGIN_BUILD=1 cargo test --workspace --exclude alcf-trainer
+ALCF_TEST_SKIP_PLUGIN_BUILD=1 cargo test --workspace --exclude alcf-trainer 2>&1 | tee -a "$log"
 
 step "tests: alcf-trainer (release: real libtorch training runs)"
-cargo test -p alcf-trainer --release
+cargo test -p alcf-trainer --release 2>&1 | tee -a "$log"
+
+# One closing line for all test binaries together.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
