@@ -14,6 +14,7 @@
 //! cargo bench -p alcf-host --bench plugin                      # plugins/random.wasm, plugins/gp_ucb.wasm
 //! cargo bench -p alcf-host --bench plugin -- my/gp_ucb.wasm    # other files (random found by name)
 //! ALCF_BENCH_GP_SIZES=100,500 cargo bench -p alcf-host --bench plugin
+//! ALCF_BENCH_SKIP_LOAD=1 cargo bench -p alcf-host --bench plugin -- plugins/gp_ucb.wasm  # GP only
 //! ```
 //! Plugins are built with `bash scripts/build-plugins.sh`; a missing gp_ucb is skipped with a message.
 
@@ -357,7 +358,9 @@ fn main() {
         println!("no plugin to measure");
         return;
     }
-    load_times(&present);
+    if std::env::var_os("ALCF_BENCH_SKIP_LOAD").is_none() {
+        load_times(&present);
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let cache = tempfile::tempdir().expect("temp dir");

@@ -57,14 +57,36 @@ fn matern(r: f64) -> f64 {
     (1.0 + SQRT5 * r + (5.0 / 3.0) * r * r) * (-SQRT5 * r).exp()
 }
 
+/// Calls `f(j)` for j = 0..d in order. Up to 8 dimensions this is straight-line code without a
+/// loop: inside the sandbox every loop iteration pays an epoch (deadline) check, whose out-of-line
+/// call also makes Cranelift reload and spill the live floats around it — for the 6-D per-pair
+/// loops below that cost as much as the arithmetic.
+#[inline(always)]
+fn for_dims(d: usize, mut f: impl FnMut(usize)) {
+    if d <= 8 {
+        for j in 0..8 {
+            if j >= d {
+                break;
+            }
+            f(j);
+        }
+    } else {
+        for j in 0..d {
+            f(j);
+        }
+    }
+}
+
 /// Weighted squared distance.
 #[inline]
 pub fn sqdist(a: &[f64], b: &[f64], w: &[f64], cat: &[bool]) -> f64 {
+    let d = a.len();
+    let (b, w, cat) = (&b[..d], &w[..d], &cat[..d]);
     let mut s = 0.0;
-    for j in 0..a.len() {
+    for_dims(d, |j| {
         let dj = if cat[j] { ((a[j] - b[j]).abs() > 1e-9) as u8 as f64 } else { a[j] - b[j] };
         s += w[j] * dj * dj;
-    }
+    });
     s
 }
 
@@ -129,10 +151,10 @@ pub fn neg_lml(x: &[f64], n: usize, d: usize, y: &[f64], cat: &[bool], theta: &[
             let xb = &x[b * d..(b + 1) * d];
             let r = sqdist(xa, xb, &w, cat).sqrt();
             let gr = -(5.0 / 6.0) * sf2 * (1.0 + SQRT5 * r) * (-SQRT5 * r).exp() * 2.0 * wab;
-            for j in 0..d {
+            for_dims(d, |j| {
                 let dj = if cat[j] { ((xa[j] - xb[j]).abs() > 1e-9) as u8 as f64 } else { xa[j] - xb[j] };
                 g_w[j] += gr * dj * dj;
-            }
+            });
         }
         let waa = alpha[a] * alpha[a] - inv[a * n + a];
         g_sf2 += waa * sf2;
@@ -316,11 +338,12 @@ impl Gp {
             let e = (-SQRT5 * r).exp();
             k[i] = self.sf2 * (1.0 + SQRT5 * r + (5.0 / 3.0) * r * r) * e;
             let c = -(5.0 / 3.0) * self.sf2 * (1.0 + SQRT5 * r) * e;
-            for j in 0..d {
+            let dki = &mut dk[i * d..(i + 1) * d];
+            for_dims(d, |j| {
                 if !self.cat[j] {
-                    dk[i * d + j] = c * self.w[j] * (x[j] - xi[j]);
+                    dki[j] = c * self.w[j] * (x[j] - xi[j]);
                 }
-            }
+            });
         }
         let mu = dot(&k, &self.alpha);
         dmu.iter_mut().for_each(|v| *v = 0.0);
