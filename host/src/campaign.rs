@@ -457,14 +457,7 @@ impl Campaign {
                 let message = e.to_string();
                 tracing::error!(trial = id, "{message}");
                 self.progress.println(&format!("error: trial {id}: {message}"));
-                let finish = Finish {
-                    state: TrialState::Failed,
-                    value: None,
-                    metrics: Default::default(),
-                    curve: vec![],
-                    failure: Some(message),
-                    log_tail: None,
-                };
+                let finish = Finish::failed(message);
                 if let Err(e) = self.db.finish_trials(&[(id, finish)]) {
                     tracing::error!("trial {id}: {e}");
                 }
@@ -508,14 +501,7 @@ impl Campaign {
                     reruns.push(spec);
                     continue;
                 }
-                Err(e) => Finish {
-                    state: TrialState::Failed,
-                    value: None,
-                    metrics: Default::default(),
-                    curve: vec![],
-                    failure: Some(e.to_string()),
-                    log_tail: None,
-                },
+                Err(e) => Finish::failed(e.to_string()),
             };
             match (finish.state, finish.value) {
                 (TrialState::Completed, Some(v)) => {

@@ -121,6 +121,20 @@ pub struct Finish {
     pub log_tail: Option<String>,
 }
 
+impl Finish {
+    /// A failure with nothing else to record (the trial never ran, or its executor gave up on it).
+    pub fn failed(reason: String) -> Finish {
+        Finish {
+            state: TrialState::Failed,
+            value: None,
+            metrics: Metrics::new(),
+            curve: Vec::new(),
+            failure: Some(reason),
+            log_tail: None,
+        }
+    }
+}
+
 /// One entry of the study's event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
