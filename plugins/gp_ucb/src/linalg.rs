@@ -38,15 +38,19 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// every loop iteration pays an epoch (deadline) check whose out-of-line call clobbers all vector
 /// registers, so Cranelift keeps loop-carried floats in stack slots: each iteration reloads and
 /// spills the accumulators, which puts a store-to-load round trip into the add chain. These loops
-/// therefore do 16 (dot) or 8 (axpy) elements per iteration with f64x2 lanes, keeping every
+/// therefore do 32 (dot) or 16 (axpy) elements per iteration with f64x2 lanes, keeping every
 /// accumulator's sequence of additions (and so the result) bit-identical to the native code.
-/// Measured on the GP at 500/1000 points: the sandbox went from 3.1x native to about 2x with these
-/// two alone (docs/benchmarks.md, "gp_ucb speed in the sandbox").
+/// Measured on the GP at 500/1000 points: the sandbox went from 3.1x native to about 2x with 16/8
+/// elements per iteration and to about 1.3x with 32/16 (docs/benchmarks.md, "gp_ucb speed in the
+/// sandbox").
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use core::arch::wasm32::*;
 
-    /// [`super::dot`]: lanes of `lo` are accumulators 0 and 1, lanes of `hi` 2 and 3.
+    /// [`super::dot`]: lanes of `lo` are accumulators 0 and 1, lanes of `hi` 2 and 3. The main
+    /// loop takes 32 elements per iteration (one epoch check and one reload/spill of `lo`/`hi` per
+    /// 32), then at most one block of 16, at most three of 4 and at most three scalars, all
+    /// without a loop, so the short dots of the Cholesky kernels pay no per-iteration check.
     #[target_feature(enable = "simd128")]
     pub unsafe fn dot(a: &[f64], b: &[f64]) -> f64 {
         let n = a.len().min(b.len());
@@ -55,7 +59,15 @@ mod wasm {
         let mut hi = f64x2_splat(0.0); // accumulators 2, 3
         let mut i = 0;
         unsafe {
-            while i + 16 <= n {
+            while i + 32 <= n {
+                let k = i / 2;
+                for j in 0..8 {
+                    lo = f64x2_add(lo, f64x2_mul(v128_load(pa.add(k + 2 * j)), v128_load(pb.add(k + 2 * j))));
+                    hi = f64x2_add(hi, f64x2_mul(v128_load(pa.add(k + 2 * j + 1)), v128_load(pb.add(k + 2 * j + 1))));
+                }
+                i += 32;
+            }
+            if i + 16 <= n {
                 let k = i / 2;
                 for j in 0..4 {
                     lo = f64x2_add(lo, f64x2_mul(v128_load(pa.add(k + 2 * j)), v128_load(pb.add(k + 2 * j))));
@@ -63,7 +75,10 @@ mod wasm {
                 }
                 i += 16;
             }
-            while i + 4 <= n {
+            for _ in 0..3 {
+                if i + 4 > n {
+                    break;
+                }
                 let k = i / 2;
                 lo = f64x2_add(lo, f64x2_mul(v128_load(pa.add(k)), v128_load(pb.add(k))));
                 hi = f64x2_add(hi, f64x2_mul(v128_load(pa.add(k + 1)), v128_load(pb.add(k + 1))));
@@ -72,7 +87,10 @@ mod wasm {
         }
         let mut s = (f64x2_extract_lane::<0>(lo) + f64x2_extract_lane::<1>(lo))
             + (f64x2_extract_lane::<0>(hi) + f64x2_extract_lane::<1>(hi));
-        while i < n {
+        for _ in 0..3 {
+            if i >= n {
+                break;
+            }
             s += a[i] * b[i];
             i += 1;
         }
@@ -87,7 +105,30 @@ mod wasm {
         let av = f64x2_splat(a);
         let mut i = 0;
         unsafe {
-            while i + 8 <= n {
+            while i + 16 <= n {
+                let k = i / 2;
+                for j in 0..2 {
+                    let k = k + 4 * j;
+                    let (x0, x1, x2, x3) = (
+                        v128_load(px.add(k)),
+                        v128_load(px.add(k + 1)),
+                        v128_load(px.add(k + 2)),
+                        v128_load(px.add(k + 3)),
+                    );
+                    let (y0, y1, y2, y3) = (
+                        v128_load(py.add(k)),
+                        v128_load(py.add(k + 1)),
+                        v128_load(py.add(k + 2)),
+                        v128_load(py.add(k + 3)),
+                    );
+                    v128_store(py.add(k), f64x2_add(y0, f64x2_mul(av, x0)));
+                    v128_store(py.add(k + 1), f64x2_add(y1, f64x2_mul(av, x1)));
+                    v128_store(py.add(k + 2), f64x2_add(y2, f64x2_mul(av, x2)));
+                    v128_store(py.add(k + 3), f64x2_add(y3, f64x2_mul(av, x3)));
+                }
+                i += 16;
+            }
+            if i + 8 <= n {
                 let k = i / 2;
                 let (x0, x1, x2, x3) = (
                     v128_load(px.add(k)),
