@@ -1,34 +1,8 @@
 //! Acquisition functions (for minimization, in standardized units; larger is better).
 
-use std::f64::consts::{PI, SQRT_2};
+use std::f64::consts::PI;
 
-/// Complementary error function (W. J. Cody's rational approximations are overkill here; this
-/// is the Numerical Recipes Chebyshev fit, relative error < 1.2e-7 everywhere).
-pub fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let ans = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 { ans } else { 2.0 - ans }
-}
-
-/// Standard normal density.
-pub fn pdf(z: f64) -> f64 {
-    (-0.5 * z * z).exp() / (2.0 * PI).sqrt()
-}
-
-/// Standard normal distribution function.
-pub fn cdf(z: f64) -> f64 {
-    0.5 * erfc(-z / SQRT_2)
-}
+pub use alcf_plugin_sdk::normal::{cdf, erfc, pdf};
 
 /// For h(z) = φ(z) + z Φ(z) (EI = σ h(z)): returns (ln h(z), Φ(z)/h(z), φ(z)/h(z)),
 /// computed without cancellation for very negative z (continued fraction of the Mills ratio).

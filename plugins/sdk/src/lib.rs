@@ -37,6 +37,7 @@ pub mod history;
 pub mod json;
 pub mod logging;
 pub mod native;
+pub mod normal;
 pub mod qmc;
 pub mod rng;
 pub mod space;

@@ -42,24 +42,8 @@ use alcf_plugin_sdk::*;
 
 const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 
-/// Φ(z), the standard normal CDF, via erfc (Numerical Recipes Chebyshev fit, rel. error < 1.2e-7
-/// on erfc, so accurate in the tails too).
-pub fn norm_cdf(z: f64) -> f64 {
-    let x = -z / std::f64::consts::SQRT_2;
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * a);
-    let r = t
-        * (-a * a - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    0.5 * if x >= 0.0 { r } else { 2.0 - r }
-}
+/// Φ(z), the standard normal CDF (the SDK's, shared with gp_ucb).
+pub use alcf_plugin_sdk::normal::cdf as norm_cdf;
 
 /// Standard normal mass of [a, b] (a ≤ b), computed on the side that avoids cancellation.
 pub fn norm_mass(a: f64, b: f64) -> f64 {
