@@ -1,8 +1,8 @@
 //! Median simple regret of gp_ucb on the benchmark functions (sequential, N trials, R seeds).
 //!
 //!   cargo run --release -p gp_ucb --example quality [-- TRIALS SEEDS OPTIONS_JSON [FUNCTIONS..]]
+use alcf_plugin_sdk::testfns::{eval, study_for};
 use alcf_plugin_sdk::*;
-use alcf_testfns::{ParamKind, ParamValue};
 use gp_ucb::GpUcb;
 
 fn main() {
@@ -17,35 +17,12 @@ fn main() {
     };
     for name in names {
         let f = alcf_testfns::by_name(&name, None).unwrap();
-        let space: Vec<Param> = f
-            .params
-            .iter()
-            .map(|p| Param {
-                name: p.name.clone(),
-                domain: match &p.kind {
-                    ParamKind::Float { low, high, log } => Domain::Float { low: *low, high: *high, log: *log },
-                    ParamKind::Int { low, high, log } => Domain::Int { low: *low, high: *high, log: *log },
-                    ParamKind::Choice(c) => Domain::Choice(c.clone()),
-                },
-            })
-            .collect();
         let t0 = std::time::Instant::now();
         let mut regrets: Vec<f64> = (0..seeds)
             .map(|seed| {
-                let study = Study::new(space.clone()).with_seed(seed).with_options(&options);
+                let study = study_for(&f, seed, &options);
                 let mut s = GpUcb::new(&study).unwrap();
-                let recs = native::run(&mut s, &study, trials, 1, |p| {
-                    let v: Vec<ParamValue> = p
-                        .iter()
-                        .map(|a| match &a.value {
-                            Value::Float(x) => ParamValue::Float(*x),
-                            Value::Int(x) => ParamValue::Int(*x),
-                            Value::Choice(c) => ParamValue::Choice(c.clone()),
-                        })
-                        .collect();
-                    Some((f.eval)(&v))
-                })
-                .unwrap();
+                let recs = native::run(&mut s, &study, trials, 1, |p| Some(eval(&f, p))).unwrap();
                 f.regret(native::best(&recs, Direction::Minimize).unwrap())
             })
             .collect();

@@ -1,34 +1,5 @@
 use super::*;
-use alcf_testfns::{ParamKind, ParamValue, TestFunction};
-
-pub fn study_for(f: &TestFunction, seed: u64, options: &str) -> Study {
-    let space = f
-        .params
-        .iter()
-        .map(|p| Param {
-            name: p.name.clone(),
-            domain: match &p.kind {
-                ParamKind::Float { low, high, log } => Domain::Float { low: *low, high: *high, log: *log },
-                ParamKind::Int { low, high, log } => Domain::Int { low: *low, high: *high, log: *log },
-                ParamKind::Choice(c) => Domain::Choice(c.clone()),
-            },
-        })
-        .collect();
-    Study::new(space).with_seed(seed).with_options(options)
-}
-
-pub fn eval(f: &TestFunction, p: &Params) -> f64 {
-    let v: Vec<ParamValue> = f
-        .params
-        .iter()
-        .map(|s| match &p.iter().find(|a| a.name == s.name).unwrap().value {
-            Value::Float(x) => ParamValue::Float(*x),
-            Value::Int(x) => ParamValue::Int(*x),
-            Value::Choice(c) => ParamValue::Choice(c.clone()),
-        })
-        .collect();
-    (f.eval)(&v)
-}
+pub use alcf_plugin_sdk::testfns::{TestFunction, eval, study_for};
 
 fn run(f: &TestFunction, seed: u64, n: usize, parallel: usize, options: &str) -> Vec<native::Record> {
     let study = study_for(f, seed, options);

@@ -5,38 +5,13 @@
 //!       [--trials 100] [--seeds 10] [--threads 2] [--strategies gp_ucb,tpe,...] [--functions branin,...]
 //!
 //! `BENCH_OPTIONS='{...}'` passes plugin options to every strategy run (use with one strategy).
+use alcf_plugin_sdk::testfns::{TestFunction, eval};
 use alcf_plugin_sdk::*;
-use alcf_testfns::{ParamKind, ParamValue, TestFunction};
 use std::time::Instant;
 
 fn study_for(f: &TestFunction, seed: u64) -> Study {
-    let space = f
-        .params
-        .iter()
-        .map(|p| Param {
-            name: p.name.clone(),
-            domain: match &p.kind {
-                ParamKind::Float { low, high, log } => Domain::Float { low: *low, high: *high, log: *log },
-                ParamKind::Int { low, high, log } => Domain::Int { low: *low, high: *high, log: *log },
-                ParamKind::Choice(c) => Domain::Choice(c.clone()),
-            },
-        })
-        .collect();
     let options = std::env::var("BENCH_OPTIONS").unwrap_or_else(|_| "{}".into());
-    Study::new(space).with_seed(seed).with_options(&options)
-}
-
-fn eval(f: &TestFunction, p: &Params) -> f64 {
-    let v: Vec<ParamValue> = f
-        .params
-        .iter()
-        .map(|s| match &p.iter().find(|a| a.name == s.name).unwrap().value {
-            Value::Float(x) => ParamValue::Float(*x),
-            Value::Int(x) => ParamValue::Int(*x),
-            Value::Choice(c) => ParamValue::Choice(c.clone()),
-        })
-        .collect();
-    (f.eval)(&v)
+    alcf_plugin_sdk::testfns::study_for(f, seed, &options)
 }
 
 fn run_one<S: Strategy>(f: &TestFunction, seed: u64, trials: usize) -> (f64, f64) {

@@ -41,6 +41,8 @@ pub mod normal;
 pub mod qmc;
 pub mod rng;
 pub mod space;
+#[cfg(feature = "testfns")]
+pub mod testfns;
 pub mod types;
 
 pub use history::{History, encode_trials};

@@ -4,36 +4,8 @@
 //!       [--functions branin,...] [--options '{"multivariate": true}']
 //!
 //! Also prints the quartiles, to judge whether a difference is larger than the seed noise.
+use alcf_plugin_sdk::testfns::{eval, study_for};
 use alcf_plugin_sdk::*;
-use alcf_testfns::{ParamKind, ParamValue, TestFunction};
-
-fn study_for(f: &TestFunction, seed: u64, options: &str) -> Study {
-    let space = f
-        .params
-        .iter()
-        .map(|p| Param {
-            name: p.name.clone(),
-            domain: match &p.kind {
-                ParamKind::Float { low, high, log } => Domain::Float { low: *low, high: *high, log: *log },
-                ParamKind::Int { low, high, log } => Domain::Int { low: *low, high: *high, log: *log },
-                ParamKind::Choice(c) => Domain::Choice(c.clone()),
-            },
-        })
-        .collect();
-    Study::new(space).with_seed(seed).with_options(options)
-}
-
-fn eval(f: &TestFunction, p: &Params) -> f64 {
-    let v: Vec<ParamValue> = p
-        .iter()
-        .map(|a| match &a.value {
-            Value::Float(x) => ParamValue::Float(*x),
-            Value::Int(x) => ParamValue::Int(*x),
-            Value::Choice(c) => ParamValue::Choice(c.clone()),
-        })
-        .collect();
-    (f.eval)(&v)
-}
 
 fn quantile(v: &[f64], q: f64) -> f64 {
     let pos = q * (v.len() - 1) as f64;

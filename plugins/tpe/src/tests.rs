@@ -47,18 +47,6 @@ fn parzen_mixture_and_categorical() {
     assert_eq!(n_good(3, 0.1, 25), 1);
 }
 
-fn eval(f: &alcf_testfns::TestFunction, p: &Params) -> f64 {
-    let v: Vec<alcf_testfns::ParamValue> = p
-        .iter()
-        .map(|a| match &a.value {
-            Value::Float(x) => alcf_testfns::ParamValue::Float(*x),
-            Value::Int(x) => alcf_testfns::ParamValue::Int(*x),
-            Value::Choice(c) => alcf_testfns::ParamValue::Choice(c.clone()),
-        })
-        .collect();
-    (f.eval)(&v)
-}
-
 fn mixed_study(seed: u64, opts: &str) -> Study {
     Study::new(vec![
         Param::float("x", -5.0, 5.0),
@@ -75,7 +63,8 @@ fn deterministic_learns_and_handles_degenerate_histories() {
     let f = alcf_testfns::mixed();
     for opts in ["{}", r#"{"multivariate": false}"#, r#"{"startup": "random"}"#] {
         let study = mixed_study(4, opts);
-        let run = || native::run(&mut Tpe::new(&study).unwrap(), &study, 60, 4, |p| Some(eval(&f, p))).unwrap();
+        let run =
+            || native::run(&mut Tpe::new(&study).unwrap(), &study, 60, 4, |p| Some(testfns::eval(&f, p))).unwrap();
         let a = run();
         assert_eq!(
             a.iter().map(|r| &r.params).collect::<Vec<_>>(),
@@ -194,12 +183,12 @@ fn resume_continues_instead_of_repeating() {
         r
     };
     // Inside the initial design: the resumed instance does not repeat the finished points.
-    let recs = native::run(&mut Tpe::new(&study).unwrap(), &study, 5, 1, |p| Some(eval(&f, p))).unwrap();
+    let recs = native::run(&mut Tpe::new(&study).unwrap(), &study, 5, 1, |p| Some(testfns::eval(&f, p))).unwrap();
     for p in replay(&recs).suggest(3, &[]).unwrap() {
         assert!(recs.iter().all(|rec| rec.params != p));
     }
     // In the model phase: the resumed instance suggests what the uninterrupted one would.
     let mut s = Tpe::new(&study).unwrap();
-    let recs = native::run(&mut s, &study, 30, 1, |p| Some(eval(&f, p))).unwrap();
+    let recs = native::run(&mut s, &study, 30, 1, |p| Some(testfns::eval(&f, p))).unwrap();
     assert_eq!(replay(&recs).suggest(2, &[]).unwrap(), s.suggest(2, &[]).unwrap());
 }
