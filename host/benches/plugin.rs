@@ -62,19 +62,16 @@ fn fmt_s(s: f64) -> String {
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // CPU and cores as `compare` records them, plus the load: benchmarks here share the machine.
+    let m = alcf_host::compare::report::machine();
     let load =
         std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(String::from));
-    format!("{cpu}, {cores} cores, load average {}", load.unwrap_or_else(|| "?".into()))
+    format!(
+        "{}, {} cores, load average {}",
+        m["cpu"].as_str().unwrap_or("unknown CPU"),
+        m["cores"],
+        load.unwrap_or_else(|| "?".into())
+    )
 }
 
 fn limits() -> PluginLimits {
