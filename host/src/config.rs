@@ -109,6 +109,8 @@ enum FileExecutor {
         timeout_s: Option<f64>,
         #[serde(default)]
         env: BTreeMap<String, String>,
+        #[serde(default)]
+        rerun: Rerun,
     },
 }
 
@@ -144,7 +146,40 @@ impl Default for StrategyConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecutorConfig {
     Bench { function: String, dim: Option<usize>, delay: Option<Duration> },
-    Local { command: Vec<String>, timeout: Option<Duration>, env: BTreeMap<String, String>, workdir: PathBuf },
+    Local(LocalConfig),
+}
+
+/// The `[executor]` section for `kind = "local"`: each trial is a subprocess on this machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LocalConfig {
+    /// argv template, e.g. `["python3", "train.py", "--lr", "{lr}", "--out", "{trial_dir}"]`.
+    /// Placeholders: any search-space parameter, `{trial_dir}` (absolute), `{trial_id}`, `{attempt}`,
+    /// `{slot}`, `{config_dir}` (absolute directory of the study config) and `{params}` (absolute
+    /// path of params.json); `{{` and `}}` are literal braces.
+    pub command: Vec<String>,
+    /// Wall-clock limit per trial, counted from its start.
+    pub timeout: Option<Duration>,
+    /// Extra environment for the trial program, on top of the host's own. Values may use the
+    /// placeholders of `command` (`CUDA_VISIBLE_DEVICES = "{slot}"`).
+    pub env: BTreeMap<String, String>,
+    /// Absolute directory of the configuration file: the base for a relative program path such as
+    /// `./train.sh` and the value of `{config_dir}`. `None` means the host's working directory.
+    pub workdir: Option<PathBuf>,
+    /// What a re-run attempt of a trial finds in its directory.
+    pub rerun: Rerun,
+}
+
+/// What a re-run attempt of a trial (after a crash, a cancel or a lost job) finds in its directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rerun {
+    /// The earlier attempt's directory is moved aside (`000007.attempt-1`); the program starts clean.
+    #[default]
+    Fresh,
+    /// The directory is kept as the earlier attempt left it (its logs are renamed
+    /// `stdout.attempt-N.log`), so a program that continues from its own checkpoint there
+    /// (`alcf-trainer train --resume`) picks up where it stopped.
+    Resume,
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +237,12 @@ impl Config {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         let lines = Lines(text);
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so `{config_dir}` of `--config study.toml` (a bare file name) is a real directory.
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
         let invalid = |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
             path: path.into(),
             line: lines.line(span.start),
@@ -291,7 +331,7 @@ impl Config {
                 FileExecutor::Bench { function, dim, delay_s } => {
                     ExecutorConfig::Bench { function, dim, delay: delay_s.map(|d| Duration::from_secs_f64(d.max(0.0))) }
                 }
-                FileExecutor::Local { command, timeout_s, env } => {
+                FileExecutor::Local { command, timeout_s, env, rerun } => {
                     if command.is_empty() {
                         return Err(invalid(span, "executor.command", "must name a program".into()));
                     }
@@ -301,7 +341,7 @@ impl Config {
                         }
                         t => t.map(Duration::from_secs_f64),
                     };
-                    ExecutorConfig::Local { command, timeout, env, workdir: base.clone() }
+                    ExecutorConfig::Local(LocalConfig { command, timeout, env, workdir: Some(base.clone()), rerun })
                 }
             });
         }
