@@ -11,6 +11,10 @@
 //!
 //! This module knows nothing about plugins or executors; it stores what it is given.
 
+pub mod lock;
+
+pub use lock::{LockError, StudyLock};
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +25,8 @@ use serde_json::{Map, Value as Json};
 use crate::space::Metrics;
 
 pub const DB_FILE: &str = "study.db";
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `trial.job_handle` (an executor's serializable handle) and the `cancelled` state.
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
@@ -46,6 +51,8 @@ pub enum TrialState {
     Completed,
     Failed,
     Pruned,
+    /// Its job was cancelled (the second Ctrl-C): not finished, never re-attached; a resume re-runs it.
+    Cancelled,
 }
 
 impl TrialState {
@@ -56,6 +63,7 @@ impl TrialState {
             TrialState::Completed => "completed",
             TrialState::Failed => "failed",
             TrialState::Pruned => "pruned",
+            TrialState::Cancelled => "cancelled",
         }
     }
 
@@ -66,6 +74,7 @@ impl TrialState {
             "completed" => TrialState::Completed,
             "failed" => TrialState::Failed,
             "pruned" => TrialState::Pruned,
+            "cancelled" => TrialState::Cancelled,
             _ => return None,
         })
     }
@@ -100,6 +109,8 @@ pub struct TrialRow {
     /// Starts at 1; a trial re-run after an interruption gets the next number.
     pub attempt: u32,
     pub job_id: Option<String>,
+    /// The executor's handle on the job, as it serialized it (JSON).
+    pub job_handle: Option<String>,
     pub created_at: f64,
     pub started_at: Option<f64>,
     pub finished_at: Option<f64>,
@@ -161,6 +172,7 @@ CREATE TABLE IF NOT EXISTS trial (
     state TEXT NOT NULL,
     attempt INTEGER NOT NULL DEFAULT 1,
     job_id TEXT,
+    job_handle TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
@@ -191,6 +203,23 @@ impl StudyDb {
         std::fs::create_dir_all(dir)
             .map_err(|e| StudyError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         let db = StudyDb::connect(path)?;
+        db.write_meta(meta)?;
+        Ok(db)
+    }
+
+    /// A study that lives in memory only: in-process comparisons, which keep no study directory.
+    pub fn in_memory(meta: &StudyMeta) -> Result<StudyDb, StudyError> {
+        let path = PathBuf::from(":memory:");
+        let err = |source| StudyError::Sqlite { path: path.clone(), source };
+        let conn = Connection::open_in_memory().map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let db = StudyDb { path, conn: Mutex::new(conn) };
+        db.write_meta(meta)?;
+        Ok(db)
+    }
+
+    fn write_meta(&self, meta: &StudyMeta) -> Result<(), StudyError> {
+        let db = self;
         db.with(|c| {
             let tx = c.unchecked_transaction()?;
             let mut put = tx.prepare("INSERT INTO meta(key, value) VALUES (?1, ?2)")?;
@@ -206,8 +235,7 @@ impl StudyDb {
             put.execute(params!["created_at", meta.created_at.to_string()])?;
             drop(put);
             tx.commit()
-        })?;
-        Ok(db)
+        })
     }
 
     pub fn open(dir: &Path) -> Result<StudyDb, StudyError> {
@@ -231,6 +259,7 @@ impl StudyDb {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         Ok(StudyDb { path, conn: Mutex::new(conn) })
     }
 
@@ -289,13 +318,39 @@ impl StudyDb {
         })
     }
 
-    pub fn mark_running(&self, id: u64, job_id: &str) -> Result<(), StudyError> {
-        self.with(|c| {
+    /// Records the job of a pending trial. An error here must stop the caller from waiting on the
+    /// job as if it were recorded: a crash would leave a job nobody can find by id.
+    pub fn mark_running(&self, id: u64, job_id: &str, job_handle: &str) -> Result<(), StudyError> {
+        let n = self.with(|c| {
             c.prepare_cached(
-                "UPDATE trial SET state = 'running', job_id = ?2, started_at = ?3 WHERE id = ?1 AND state = 'pending'",
+                "UPDATE trial SET state = 'running', job_id = ?2, job_handle = ?3, started_at = ?4
+                 WHERE id = ?1 AND state = 'pending'",
             )?
-            .execute(params![id as i64, job_id, now()])
-            .map(drop)
+            .execute(params![id as i64, job_id, job_handle, now()])
+        })?;
+        if n != 1 {
+            return Err(StudyError::Corrupt(format!(
+                "{}: trial {id} is not pending, so job {job_id} cannot be recorded on it",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Marks running trials as cancelled (their jobs were stopped on purpose).
+    pub fn mark_cancelled(&self, ids: &[u64]) -> Result<(), StudyError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE trial SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state IN ('pending', 'running')",
+                )?;
+                let t = now();
+                for id in ids {
+                    stmt.execute(params![*id as i64, t])?;
+                }
+            }
+            tx.commit()
         })
     }
 
@@ -332,8 +387,8 @@ impl StudyDb {
     pub fn reset_for_rerun(&self, id: u64) -> Result<u32, StudyError> {
         self.with(|c| {
             c.prepare_cached(
-                "UPDATE trial SET state = 'pending', job_id = NULL, started_at = NULL, attempt = attempt + 1
-                 WHERE id = ?1 AND state IN ('pending', 'running')",
+                "UPDATE trial SET state = 'pending', job_id = NULL, job_handle = NULL, started_at = NULL,
+                 finished_at = NULL, attempt = attempt + 1 WHERE id = ?1 AND state IN ('pending', 'running', 'cancelled')",
             )?
             .execute([id as i64])?;
             c.prepare_cached("SELECT attempt FROM trial WHERE id = ?1")?.query_row([id as i64], |r| r.get(0))
@@ -344,7 +399,7 @@ impl StudyDb {
         let rows = self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, params, state, attempt, job_id, created_at, started_at, finished_at, value, metrics, curve,
-                        failure, log_tail FROM trial ORDER BY id",
+                        failure, log_tail, job_handle FROM trial ORDER BY id",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -361,6 +416,7 @@ impl StudyDb {
                     r.get::<_, Option<String>>(10)?,
                     r.get::<_, Option<String>>(11)?,
                     r.get::<_, Option<String>>(12)?,
+                    r.get::<_, Option<String>>(13)?,
                 ))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -382,6 +438,7 @@ impl StudyDb {
                     curve,
                     failure,
                     log_tail,
+                    job_handle,
                 )| {
                     let params = match serde_json::from_str(&params) {
                         Ok(Json::Object(m)) => m,
@@ -394,6 +451,7 @@ impl StudyDb {
                             .ok_or_else(|| corrupt(format!("trial {id}: state `{state}`")))?,
                         attempt,
                         job_id,
+                        job_handle,
                         created_at,
                         started_at,
                         finished_at,
@@ -460,6 +518,22 @@ impl StudyDb {
             rows.collect()
         })
     }
+}
+
+/// Brings a study written by an older alcf-host up to this schema, in place.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_handle: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('trial') WHERE name = 'job_handle'")?
+        .exists([])?;
+    if !has_handle {
+        conn.execute_batch("ALTER TABLE trial ADD COLUMN job_handle TEXT")?;
+    }
+    let version: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+    if version.as_deref().and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < SCHEMA_VERSION) {
+        conn.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
