@@ -2,6 +2,8 @@
 //! progress display and logging setup. Everything here may use `anyhow`; the library below it
 //! returns typed errors.
 
+pub mod compare;
+pub mod logging;
 pub mod plugin;
 pub mod progress;
 pub mod run;
@@ -31,4 +33,11 @@ pub fn check_study_name(name: &str) -> anyhow::Result<()> {
         anyhow::bail!("study name `{name}` is not usable as a directory name: use letters, digits, `_`, `-` and `.`");
     }
     Ok(())
+}
+
+/// Writes a line to stderr. Never panics: after SIGHUP (the SSH session to a login node dropped)
+/// the terminal is gone, and a run must go on without it.
+pub fn console(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

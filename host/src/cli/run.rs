@@ -1,30 +1,28 @@
-//! What each CLI command does, given its parsed arguments. The binary (main.rs) only parses
-//! arguments and maps errors to exit codes.
+//! `alcf-host run`: resolve the config and flags into a study, open or create it, and drive its
+//! campaign with a progress display and the study's own host.log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use tracing::Instrument;
 
-use crate::campaign::{Campaign, CampaignSettings, Interrupts, StopReason, Summary};
-use crate::config::{Config, Direction, ExecutorConfig};
-use crate::executor::Executor;
-use crate::executor::bench::{self, BenchExecutor};
-use crate::executor::local::{LocalConfig, LocalExecutor};
-use crate::plugin::sandbox::{Grants, Storage};
-use crate::plugin::strategy::{PluginLimits, SandboxedStrategy, StudyInfo};
-use crate::plugin::{PluginRuntime, default_cache_dir};
-use crate::progress::Progress;
-use crate::space::SearchSpace;
-use crate::study::{StudyDb, StudyMeta, TrialRow, TrialState};
+use alcf_host::campaign::event::{Fanout, LogObserver, Observer};
+use alcf_host::campaign::{Campaign, CampaignSettings, Interrupts, StopReason, Summary};
+use alcf_host::config::{Config, Direction, ExecutorConfig};
+use alcf_host::executor::bench::{self, BenchExecutor};
+use alcf_host::executor::local::LocalExecutor;
 
-/// Writes a line to stdout, returning the error (a closed pipe, as in `| head`) instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)?
-    }};
-}
+use alcf_host::executor::{self, Executor};
+use alcf_host::plugin::sandbox::{Grants, Storage};
+use alcf_host::plugin::strategy::{PluginLimits, SandboxedStrategy, StudyInfo};
+use alcf_host::plugin::{PluginRuntime, default_cache_dir};
+use alcf_host::space::SearchSpace;
+use alcf_host::study::{StudyDb, StudyLock, StudyMeta, TrialRow};
+use alcf_host::trial::{TrialRules, TrialService, describe_params};
+
+use crate::cli::progress::Progress;
+use crate::cli::{check_study_name, console, default_root, logging};
 
 /// `alcf-host run` options (also its command-line flags).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -32,7 +30,7 @@ pub struct RunOptions {
     /// Strategy plugin, e.g. plugins/gp_ucb.wasm (overrides [strategy] plugin).
     #[arg(long, value_name = "FILE.wasm")]
     pub strategy: Option<PathBuf>,
-    /// Study configuration (TOML); see config/quickstart.toml.
+    /// Study configuration (TOML); see config/quickstart.toml and docs/config.md.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A built-in test function instead of a configured executor: bench:NAME[:DIM], e.g. bench:branin.
@@ -61,21 +59,6 @@ pub struct RunOptions {
     /// No progress bar or summary.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// Where studies live unless a config or flag says otherwise.
-pub fn default_root() -> PathBuf {
-    std::env::var_os("ALCF_STUDIES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("studies"))
-}
-
-fn check_study_name(name: &str) -> anyhow::Result<()> {
-    if name.is_empty()
-        || name.starts_with('.')
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        bail!("study name `{name}` is not usable as a directory name: use letters, digits, `_`, `-` and `.`");
-    }
-    Ok(())
 }
 
 /// Everything a run needs, resolved from the config file, the flags and (on resume) the study.
@@ -123,7 +106,8 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
         config.seed = s;
     }
     if let Some(t) = &opts.max_time {
-        config.max_time = Some(crate::config::parse_duration(t).map_err(|m| anyhow::anyhow!("--max-time: {m}"))?);
+        config.max_time =
+            Some(alcf_host::config::parse_duration(t).map_err(|m| anyhow::anyhow!("--max-time: {m}"))?);
     }
     if let Some(s) = &opts.strategy {
         config.strategy.plugin = Some(s.clone());
@@ -134,34 +118,29 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             "nothing to run: give --objective bench:NAME, or a --config with an [executor] section (see config/quickstart.toml)"
         );
     };
-    // What the executor implies: its space (bench functions bring their own), a description for the
-    // study record, a default objective and the stem of a default study name.
-    let (space, executor, executor_desc, default_objective, stem): (SearchSpace, Arc<dyn Executor>, _, _, _) =
-        match &executor_cfg {
-            ExecutorConfig::Bench { function, dim, delay } => {
-                let b = BenchExecutor::new(function, *dim, *delay)?;
-                let space = config.space.clone().unwrap_or_else(|| b.space());
-                let name = b.function().name.clone();
-                (space, Arc::new(b), format!("bench:{name}"), Some(bench::METRIC.to_string()), name)
-            }
-            ExecutorConfig::Local { command, timeout, env, workdir } => {
-                let Some(space) = config.space.clone() else {
-                    bail!(
-                        "the local executor needs a search space: add a [space] table or study.space = \"file\" to the config"
-                    );
-                };
-                let local = LocalExecutor::new(
-                    LocalConfig {
-                        command: command.clone(),
-                        timeout: *timeout,
-                        env: env.clone(),
-                        workdir: Some(workdir.clone()),
-                    },
-                    &space,
-                )?;
-                (space, Arc::new(local), format!("local: {}", command.join(" ")), None, "local".to_string())
-            }
-        };
+    // What the executor implies: its space (bench functions bring their own), a default objective
+    // and the stem of a default study name.
+    let (space, default_objective, stem) = match &executor_cfg {
+        ExecutorConfig::Bench { function, dim, delay } => {
+            let b = BenchExecutor::new(function, *dim, *delay)?;
+            let space = config.space.clone().unwrap_or_else(|| b.space());
+            (space, Some(bench::METRIC.to_string()), b.function().name.clone())
+        }
+        ExecutorConfig::Local(_) => {
+            let Some(space) = config.space.clone() else {
+                bail!(
+                    "the local executor needs a search space: add a [space] table or study.space = \"file\" to the config"
+                );
+            };
+            (space, None, "local".to_string())
+        }
+    };
+    let executor = executor::from_config(&executor_cfg, &space, config.parallel)?;
+    if let ExecutorConfig::Local(local) = &executor_cfg {
+        // Before any study exists: a missing program is a config error, not three failed trials.
+        LocalExecutor::new(local.clone(), &space, config.parallel)?.preflight()?;
+    }
+    let executor_desc = executor.describe();
     let objective = config.objective.clone().or(default_objective).ok_or_else(|| {
         anyhow::anyhow!("the config names no objective: set [study] objective = \"METRIC\" (a key the trial writes)")
     })?;
@@ -178,32 +157,14 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
     Ok(Plan { name, dir, space, objective, direction, seed, config, executor, executor_desc })
 }
 
-/// Sends host logs to `host.log` in the study directory (and warnings to stderr).
-fn init_logging(dir: &Path) -> anyhow::Result<()> {
-    use tracing_subscriber::prelude::*;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("host.log"))
-        .with_context(|| format!("cannot open {}", dir.join("host.log").display()))?;
-    // Per-trial events are logged at debug: the study database is their record, and formatting two
-    // lines per trial would double the host's per-trial cost. `ALCF_LOG=debug` shows them.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALCF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let file_layer =
-        tracing_subscriber::fmt::layer().with_writer(std::sync::Mutex::new(file)).with_ansi(false).with_filter(filter);
-    // Warnings reach the terminal through the progress display's own lines.
-    let _ = tracing_subscriber::registry().with(file_layer).try_init();
-    Ok(())
-}
-
+/// Runs one study: the `run` command, and each study of `compare --config`.
 pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let plan = plan(&opts)?;
     let plugin_path = plan.config.strategy.plugin.clone().ok_or_else(|| {
         anyhow::anyhow!("no strategy plugin: pass --strategy plugins/NAME.wasm or set [strategy] plugin in the config")
     })?;
 
-    let exists = plan.dir.join(crate::study::DB_FILE).exists();
+    let exists = plan.dir.join(alcf_host::study::DB_FILE).exists();
     if exists && !opts.resume {
         bail!(
             "study `{}` already exists at {}: continue it with --resume, or choose another name with --study",
@@ -214,11 +175,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     if !exists && opts.resume {
         bail!("--resume: no study `{}` at {}; drop --resume to start it", plan.name, plan.dir.display());
     }
-    let _lock = StudyLock::acquire(&plan.dir)?;
-    init_logging(&plan.dir)?;
-
     let runtime = PluginRuntime::new(default_cache_dir())?;
     let loaded = Arc::new(runtime.load(&plugin_path)?);
+    let _lock = StudyLock::acquire(&plan.dir)?;
+    // Every log line of this study, the plugin's included, goes to its own host.log.
+    let span = logging::study_span(&plan.dir.join("host.log"));
+    run_locked(opts, plan, plugin_path, loaded, exists).instrument(span).await
+}
+
+async fn run_locked(
+    opts: RunOptions,
+    plan: Plan,
+    plugin_path: PathBuf,
+    loaded: Arc<alcf_host::plugin::LoadedPlugin>,
+    exists: bool,
+) -> anyhow::Result<Summary> {
     tracing::info!(
         plugin = %plugin_path.display(),
         sha256 = %loaded.summary.sha256,
@@ -226,43 +197,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         ms = loaded.summary.load_time.as_secs_f64() * 1e3,
         "plugin loaded"
     );
-
     let (db, space, objective, direction, seed) = if exists {
-        let db = StudyDb::open(&plan.dir)?;
-        let meta = db.meta()?;
-        let space = SearchSpace::from_json(&meta.space)
-            .map_err(|m| anyhow::anyhow!("{}: stored space: {m}", db.path().display()))?;
-        // A study keeps what it was created with; a changed config is reported, never silently mixed in.
-        let mut notes = Vec::new();
-        if space != plan.space {
-            notes.push("the search space in the config differs from the study's; the study's is used".to_string());
-        }
-        if meta.executor != plan.executor_desc {
-            notes.push(format!("the executor changed: study `{}`, now `{}`", meta.executor, plan.executor_desc));
-        }
-        if meta.objective != plan.objective {
-            notes.push(format!(
-                "the objective in the config (`{}`) is not the study's; `{}` is used",
-                plan.objective, meta.objective
-            ));
-        }
-        if meta.plugin_sha256 != loaded.summary.sha256 {
-            notes.push(format!(
-                "the plugin changed since the study was created ({} -> {}); finished trials are replayed into the new build",
-                &meta.plugin_sha256[..12.min(meta.plugin_sha256.len())],
-                &loaded.summary.sha256[..12]
-            ));
-            db.set_meta("plugin_sha256", &loaded.summary.sha256)?;
-        }
-        for note in notes {
-            tracing::warn!("{note}");
-            db.event("config-changed", None, &note)?;
-            if !opts.quiet {
-                eprintln!("warning: {note}");
-            }
-        }
-        let direction = Direction::parse(&meta.direction).unwrap_or(plan.direction);
-        (db, space, meta.objective, direction, meta.seed)
+        open_existing(&opts, &plan, &loaded)?
     } else {
         let meta = StudyMeta {
             name: plan.name.clone(),
@@ -273,7 +209,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             executor: plan.executor_desc.clone(),
             plugin: plugin_path.display().to_string(),
             plugin_sha256: loaded.summary.sha256.clone(),
-            created_at: crate::study::now(),
+            created_at: alcf_host::study::now(),
         };
         let db = StudyDb::create(&plan.dir, &meta)?;
         if let Some(src) = &plan.config.source {
@@ -284,6 +220,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         }
         (db, plan.space.clone(), plan.objective.clone(), plan.direction, plan.seed)
     };
+    for params in &plan.config.enqueue {
+        db.enqueue(params, "config")?;
+    }
     let db = Arc::new(db);
 
     let study = StudyInfo {
@@ -308,9 +247,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         Grants::from_list(&plan.config.strategy.allow),
         Storage::Study(db.clone()),
     );
-    let progress = Progress::new(&objective, !opts.quiet);
+    let rules = TrialRules {
+        study: plan.name.clone(),
+        trials_dir: plan.dir.join("trials"),
+        objective: objective.clone(),
+        direction,
+        budget: plan.config.trials,
+        retries: plan.config.retries,
+    };
+    let loaded_trials = TrialService::load(db.clone(), space, rules)?;
     if !opts.quiet {
-        eprintln!(
+        console(&format!(
             "{} study `{}` in {} — strategy {}, {}, {} {}",
             if exists { "Resuming" } else { "Starting" },
             plan.name,
@@ -319,29 +266,79 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             plan.executor_desc,
             direction.as_str(),
             objective
-        );
+        ));
     }
-    let campaign = Campaign {
-        db: db.clone(),
-        space,
-        study_dir: plan.dir.clone(),
+    let observers: Vec<Box<dyn Observer>> = vec![Box::new(LogObserver), Box::new(Progress::new(&objective, !opts.quiet))];
+    let campaign = Campaign::new(
+        loaded_trials,
         strategy,
-        executor: plan.executor.clone(),
-        settings: CampaignSettings {
-            objective: objective.clone(),
-            direction,
-            trials: plan.config.trials,
-            max_time: plan.config.max_time,
-            parallel: plan.config.parallel,
-        },
-        progress,
-        interrupts: Interrupts::listen(),
-    };
+        plan.executor.clone(),
+        CampaignSettings { max_time: plan.config.max_time, parallel: plan.config.parallel },
+        Box::new(Fanout(observers)),
+        Interrupts::listen(),
+    );
     let summary = campaign.run().await?;
     if !opts.quiet {
         print_summary(&plan.name, &plan.dir, &summary, &objective, &db.trials()?);
     }
     Ok(summary)
+}
+
+/// Opens a study for `--resume`. A study keeps what it was created with; a changed config is
+/// reported, never silently mixed in — except a changed objective while no trial has completed:
+/// then every trial failed, most likely for the very objective the user just fixed.
+fn open_existing(
+    opts: &RunOptions,
+    plan: &Plan,
+    loaded: &alcf_host::plugin::LoadedPlugin,
+) -> anyhow::Result<(StudyDb, SearchSpace, String, Direction, u64)> {
+    let db = StudyDb::open(&plan.dir)?;
+    let meta = db.meta()?;
+    let space = SearchSpace::from_json(&meta.space)
+        .map_err(|m| anyhow::anyhow!("{}: stored space: {m}", db.path().display()))?;
+    let mut notes = Vec::new();
+    if space != plan.space {
+        notes.push("the search space in the config differs from the study's; the study's is used".to_string());
+    }
+    if meta.executor != plan.executor_desc {
+        notes.push(format!("the executor changed: study `{}`, now `{}`", meta.executor, plan.executor_desc));
+        db.set_meta("executor", &plan.executor_desc)?;
+    }
+    let mut objective = meta.objective.clone();
+    if meta.objective != plan.objective {
+        let completed =
+            db.trials()?.iter().filter(|t| t.state == alcf_host::study::TrialState::Completed).count();
+        if completed == 0 {
+            notes.push(format!(
+                "the objective changed from `{}` to `{}`; no trial has completed, so the study now optimizes `{}`",
+                meta.objective, plan.objective, plan.objective
+            ));
+            db.set_meta("objective", &plan.objective)?;
+            objective = plan.objective.clone();
+        } else {
+            notes.push(format!(
+                "the objective in the config (`{}`) is not the study's; `{}` is kept because {completed} trial(s) completed with it (start a new study with --study NAME to optimize `{}`)",
+                plan.objective, meta.objective, plan.objective
+            ));
+        }
+    }
+    if meta.plugin_sha256 != loaded.summary.sha256 {
+        notes.push(format!(
+            "the plugin changed since the study was created ({} -> {}); finished trials are replayed into the new build",
+            &meta.plugin_sha256[..12.min(meta.plugin_sha256.len())],
+            &loaded.summary.sha256[..12]
+        ));
+        db.set_meta("plugin_sha256", &loaded.summary.sha256)?;
+    }
+    for note in notes {
+        tracing::warn!("{note}");
+        db.event("config-changed", None, &note)?;
+        if !opts.quiet {
+            console(&format!("warning: {note}"));
+        }
+    }
+    let direction = Direction::parse(&meta.direction).unwrap_or(plan.direction);
+    Ok((db, space, objective, direction, meta.seed))
 }
 
 fn print_summary(name: &str, dir: &Path, s: &Summary, objective: &str, trials: &[TrialRow]) {
@@ -351,20 +348,26 @@ fn print_summary(name: &str, dir: &Path, s: &Summary, objective: &str, trials: &
         StopReason::Interrupted => "interrupted; continue with --resume".to_string(),
         StopReason::Cancelled => "cancelled; running trials re-run on --resume".to_string(),
         StopReason::StrategyDone => "the strategy has nothing more to suggest".to_string(),
-        StopReason::PluginFailed(m) | StopReason::ExecutorFailed(m) => format!("stopped: {m}"),
+        StopReason::PluginFailed(m)
+        | StopReason::PluginOptions(m)
+        | StopReason::ExecutorFailed(m)
+        | StopReason::ObjectiveMissing(m) => format!("stopped: {m}"),
     };
-    eprintln!(
+    let t = &s.tally;
+    console(&format!(
         "Study `{name}`: {} completed, {} failed ({} this run, {:.1} s) — {why}",
-        s.completed,
-        s.failed,
-        s.trials_this_run,
+        t.completed,
+        t.failed,
+        t.this_run,
         s.elapsed.as_secs_f64()
-    );
-    if let Some((id, v)) = s.best
-        && let Some(t) = trials.iter().find(|t| t.id == id)
+    ));
+    if let Some((id, v)) = t.best
+        && let Some(row) = trials.iter().find(|r| r.id == id)
     {
-        eprintln!("Best trial #{id}: {objective} = {v}  {}", crate::campaign::describe_params(&t.params));
+        console(&format!("Best trial #{id}: {objective} = {v}  {}", describe_params(&row.params)));
     }
-    eprintln!("Details: alcf-host study show {name} --root {}", dir.parent().unwrap_or(Path::new(".")).display());
+    console(&format!(
+        "Details: alcf-host study show {name} --root {}",
+        dir.parent().unwrap_or(Path::new(".")).display()
+    ));
 }
-

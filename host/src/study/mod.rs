@@ -563,8 +563,8 @@ mod tests {
         p.insert("x".into(), Json::from(0.5));
         let a = db.insert_trial(&p).unwrap();
         let b = db.insert_trial(&p).unwrap();
-        db.mark_running(a, "job-1").unwrap();
-        db.mark_running(b, "job-2").unwrap();
+        db.mark_running(a, "job-1", r#"{"id":"job-1"}"#).unwrap();
+        db.mark_running(b, "job-2", r#"{"id":"job-2"}"#).unwrap();
         let done = Finish {
             state: TrialState::Completed,
             value: Some(0.25),

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::stats::{self, REGRET_FLOOR};
 use super::{Comparison, Metric};
-use crate::config::Direction;
-use crate::space::Assignment;
+use alcf_host::config::Direction;
+use alcf_host::space::Assignment;
 
 /// A run of one strategy that failed (it is left out of the statistics).
 #[derive(Debug, Clone, Serialize)]
@@ -210,20 +210,7 @@ pub fn text_table(c: &Comparison, rows: &[StrategySummary]) -> String {
     out
 }
 
-/// CPU model and core count of this machine, for the record.
-pub fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    serde_json::json!({ "cpu": cpu, "cores": cores, "os": std::env::consts::OS, "arch": std::env::consts::ARCH })
-}
+pub use alcf_host::machine::machine;
 
 fn markdown(c: &Comparison, rows: &[StrategySummary]) -> String {
     let mut md = String::new();
@@ -414,7 +401,7 @@ pub fn write_all(c: &Comparison, rows: &[StrategySummary], dir: &Path) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::{RunResult, StrategyEntry, push_trial};
+    use crate::cli::compare::{RunResult, StrategyEntry, push_trial};
 
     fn comparison(values: &[&[f64]]) -> Comparison {
         // values[s]: final value of strategy s per repeat (a one-trial run each); NaN = failed.
