@@ -243,10 +243,11 @@ impl StudyLock {
             return Ok(None);
         }
         let holder = read_holder(&path);
-        if let Some(h) = &holder {
-            if h.on_this_host() && holder_alive(&path, h, Fs::detect(dir)) {
-                return Err(LockError::Alive { dir: dir.into(), holder: h.clone() });
-            }
+        if let Some(h) = &holder
+            && h.on_this_host()
+            && holder_alive(&path, h, Fs::detect(dir))
+        {
+            return Err(LockError::Alive { dir: dir.into(), holder: h.clone() });
         }
         for p in [&path, &dir.join(TAKEOVER_FILE)] {
             match std::fs::remove_file(p) {
