@@ -135,6 +135,24 @@ enum StudyCommand {
         root: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Print each failed trial's whole stored log tail [default: its last 10 lines].
+        #[arg(long)]
+        log: bool,
+    },
+    /// Put a trial of your choosing first in line (validated against the study's space).
+    Enqueue {
+        name: String,
+        /// Parameter values as a JSON object, e.g. '{"lr": 0.01, "batch": 64}'.
+        #[arg(long, value_name = "JSON")]
+        params: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Release the lock of a study whose host is gone (refused while the holder runs on this host).
+    Unlock {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
 }
 
@@ -188,8 +206,14 @@ fn main() -> ExitCode {
             Command::Study { command: StudyCommand::List { root, json } } => {
                 cli::study::study_list(&root.unwrap_or_else(cli::default_root), json).map(|_| Exit::Ok)
             }
-            Command::Study { command: StudyCommand::Show { name, root, json } } => {
-                cli::study::study_show(&root.unwrap_or_else(cli::default_root), &name, json).map(|_| Exit::Ok)
+            Command::Study { command: StudyCommand::Show { name, root, json, log } } => {
+                cli::study::study_show(&root.unwrap_or_else(cli::default_root), &name, json, log).map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::Enqueue { name, params, root } } => {
+                cli::study::study_enqueue(&root.unwrap_or_else(cli::default_root), &name, &params).map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::Unlock { name, root } } => {
+                cli::study::study_unlock(&root.unwrap_or_else(cli::default_root), &name).map(|_| Exit::Ok)
             }
         }
     });

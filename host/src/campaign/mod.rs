@@ -487,18 +487,10 @@ impl Campaign {
         if !queued.is_empty() {
             let mut batch = Vec::new();
             for q in queued.into_iter().take(want) {
-                match crate::space::Assignment::from_json(self.trials.space(), &q.params) {
-                    Ok(params) => {
-                        batch.push(self.trials.create_enqueued(q.id, params)?);
-                    }
-                    Err(reason) => {
-                        self.trials.db().drop_queued(q.id)?;
-                        self.notice(
-                            Level::Error,
-                            format!("enqueued trial {} ({}) does not fit the study's space: {reason}; dropped", q.id, q.source),
-                        );
-                    }
-                }
+                // Both ways in (`[[study.enqueue]]`, `study enqueue`) validate against the space.
+                let params = crate::space::Assignment::from_json(self.trials.space(), &q.params)
+                    .map_err(|m| StudyError::Corrupt(format!("enqueued trial {} ({}): {m}", q.id, q.source)))?;
+                batch.push(self.trials.create_enqueued(q.id, params)?);
             }
             if !batch.is_empty() {
                 self.submit(batch, run, metrics).await?;
