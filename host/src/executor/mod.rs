@@ -155,7 +155,9 @@ pub struct RunReport {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricsLine {
     pub trial: u64,
-    /// 0-based index of the line in the trial's metrics stream.
+    /// 0-based index of the line in the trial's metrics stream (blank and malformed lines take
+    /// none). When a trial rewrites its metrics file (a resumed attempt replaces it with the epochs
+    /// its checkpoint covers), lines are sent again from index 0: the latest line of an index wins.
     pub index: usize,
     pub metrics: Metrics,
 }
@@ -208,14 +210,25 @@ pub trait Executor: Send + Sync + 'static {
     fn submit(&self, batch: Vec<TrialSpec>) -> BoxFuture<Result<Vec<Result<JobHandle, ExecutorError>>, ExecutorError>>;
 
     /// Resolves when the job ends; see the module documentation.
-    fn wait(&self, trial: TrialSpec, job: JobHandle, metrics: MetricsSink)
-    -> BoxFuture<Result<RunReport, ExecutorError>>;
+    fn wait(
+        &self,
+        trial: TrialSpec,
+        job: JobHandle,
+        metrics: MetricsSink,
+    ) -> BoxFuture<Result<RunReport, ExecutorError>>;
 
     /// After a crash: looks up jobs submitted under these trials' names whose handles were never
     /// recorded. One answer per trial, in order; `None` when no such job exists.
     fn find(&self, trials: Vec<TrialSpec>) -> BoxFuture<Result<Vec<Option<JobHandle>>, ExecutorError>> {
         let n = trials.len();
         Box::pin(async move { Ok(vec![None; n]) })
+    }
+
+    /// Cheap checks of the configuration against this machine, made before any study is created
+    /// (a local program that does not exist or is not executable). `Err` is always
+    /// [`ExecutorError::Fatal`], with a message that names the field and the fix.
+    fn preflight(&self) -> Result<(), ExecutorError> {
+        Ok(())
     }
 
     /// Stops jobs. Stopping one that already ended is not an error.
