@@ -11,7 +11,6 @@ use alcf_host::campaign::event::{Fanout, LogObserver, Observer};
 use alcf_host::campaign::{Campaign, CampaignSettings, Interrupts, StopReason, Summary};
 use alcf_host::config::{Config, Direction, ExecutorConfig};
 use alcf_host::executor::bench::{self, BenchExecutor};
-use alcf_host::executor::local::LocalExecutor;
 
 use alcf_host::executor::{self, Executor};
 use alcf_host::plugin::sandbox::{Grants, Storage};
@@ -136,10 +135,8 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
         }
     };
     let executor = executor::from_config(&executor_cfg, &space, config.parallel)?;
-    if let ExecutorConfig::Local(local) = &executor_cfg {
-        // Before any study exists: a missing program is a config error, not three failed trials.
-        LocalExecutor::new(local.clone(), &space, config.parallel)?.preflight()?;
-    }
+    // Before any study exists: a missing program is a config error, not three failed trials.
+    executor.preflight()?;
     let executor_desc = executor.describe();
     let objective = config.objective.clone().or(default_objective).ok_or_else(|| {
         anyhow::anyhow!("the config names no objective: set [study] objective = \"METRIC\" (a key the trial writes)")
