@@ -151,8 +151,11 @@ impl TrialService {
     /// The spec of one attempt of a trial.
     pub fn spec(&self, id: u64, attempt: u32, params: Assignment) -> TrialSpec {
         let params_json = params.to_json(&self.space);
-        let dir =
-            if self.rules.trials_dir.as_os_str().is_empty() { PathBuf::new() } else { self.rules.trials_dir.join(format!("{id:06}")) };
+        let dir = if self.rules.trials_dir.as_os_str().is_empty() {
+            PathBuf::new()
+        } else {
+            self.rules.trials_dir.join(format!("{id:06}"))
+        };
         TrialSpec { id, attempt, params, params_json, dir, job_name: job_name(&self.rules.study, id, attempt), slot: 0 }
     }
 

@@ -81,7 +81,8 @@ fn a_missing_program_is_a_config_error_before_any_study_exists() {
 #[test]
 fn an_objective_no_trial_writes_stops_after_three_and_is_fixed_on_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = project(dir.path(), r#"printf '{"acc": %s}' "$1" > result.json"#, "objective = \"loss\"\ntrials = 10", "");
+    let cfg =
+        project(dir.path(), r#"printf '{"acc": %s}' "$1" > result.json"#, "objective = \"loss\"\ntrials = 10", "");
     let out = run_in(dir.path(), &["run", "--config", "study.toml", "--quiet"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
@@ -110,7 +111,10 @@ fn a_nan_objective_fails_the_trial_with_the_reason_and_the_status_says_none_comp
     let t = text(&out);
     assert_eq!(out.status.code(), Some(5), "every trial failed: {t}");
     let trials = trial_states(&dir.path().join("studies/s"));
-    assert!(trials.iter().all(|(_, s, v)| s == "failed" && v.is_none()), "the 0.5 of metrics.jsonl is not used: {trials:?}");
+    assert!(
+        trials.iter().all(|(_, s, v)| s == "failed" && v.is_none()),
+        "the 0.5 of metrics.jsonl is not used: {trials:?}"
+    );
     let show = run_in(dir.path(), &["study", "show", "s", "--root", "studies"]);
     assert!(text(&show).contains("NaN"), "{}", text(&show));
 }
@@ -124,7 +128,8 @@ fn each_parallel_trial_gets_its_own_slot_in_env_and_argv() {
     assert!(out.status.success(), "{}", text(&out));
     let show = run_in(dir.path(), &["study", "show", "s", "--root", "studies", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    let gpus: Vec<f64> = v["trials"].as_array().unwrap().iter().map(|t| t["metrics"]["gpu"].as_f64().unwrap()).collect();
+    let gpus: Vec<f64> =
+        v["trials"].as_array().unwrap().iter().map(|t| t["metrics"]["gpu"].as_f64().unwrap()).collect();
     assert_eq!(gpus.len(), 6);
     assert!(gpus.iter().all(|g| [0.0, 1.0, 2.0].contains(g)), "{gpus:?}");
     assert_eq!(gpus[..3].iter().map(|g| *g as u32).collect::<std::collections::BTreeSet<_>>().len(), 3, "{gpus:?}");
@@ -168,10 +173,9 @@ fn sighup_stops_submitting_and_lets_running_trials_finish() {
 fn enqueued_trials_run_first_and_are_told_to_the_strategy() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = project(dir.path(), WRITES_LOSS, "objective = \"loss\"\ntrials = 4", "");
-    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(
-        "[strategy]",
-        "[[study.enqueue]]\nx = 0.25\n\n[[study.enqueue]]\nx = 0.75\n\n[strategy]",
-    );
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[strategy]", "[[study.enqueue]]\nx = 0.25\n\n[[study.enqueue]]\nx = 0.75\n\n[strategy]");
     std::fs::write(&cfg, text_cfg).unwrap();
     let out = run_in(dir.path(), &["run", "--config", "study.toml", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out));

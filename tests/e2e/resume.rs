@@ -175,9 +175,10 @@ fn wait_until_no_process_runs_in(dir: &Path) {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let start = Instant::now();
     loop {
-        let busy = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
-            std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir))
-        });
+        let busy = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)));
         if !busy {
             return;
         }

@@ -19,8 +19,18 @@ pub(super) enum Request {
 }
 
 pub(super) enum Reply {
-    Suggested { asked: u32, result: Result<Vec<Vec<(String, Value)>>, PluginError>, elapsed: Duration, faults: Vec<String> },
-    Observed { count: usize, result: Result<(), PluginError>, elapsed: Duration, faults: Vec<String> },
+    Suggested {
+        asked: u32,
+        result: Result<Vec<Vec<(String, Value)>>, PluginError>,
+        elapsed: Duration,
+        faults: Vec<String>,
+    },
+    Observed {
+        count: usize,
+        result: Result<(), PluginError>,
+        elapsed: Duration,
+        faults: Vec<String>,
+    },
 }
 
 pub(super) struct StrategyTask {

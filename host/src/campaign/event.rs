@@ -45,33 +45,78 @@ impl StopReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The run begins; counts include trials of earlier runs.
-    Started { budget: Option<u32>, completed: usize, failed: usize, best: Option<f64>, replayed: usize },
+    Started {
+        budget: Option<u32>,
+        completed: usize,
+        failed: usize,
+        best: Option<f64>,
+        replayed: usize,
+    },
     /// A trial's job was submitted and recorded.
-    TrialStarted { trial: u64, attempt: u32, job: String, params: String },
+    TrialStarted {
+        trial: u64,
+        attempt: u32,
+        job: String,
+        params: String,
+    },
     /// A running trial reported an intermediate metrics line.
-    TrialProgress { trial: u64, index: usize },
+    TrialProgress {
+        trial: u64,
+        index: usize,
+    },
     /// A trial ended (completed or failed) and is recorded.
-    TrialFinished { trial: u64, state: TrialState, value: Option<f64>, failure: Option<String> },
+    TrialFinished {
+        trial: u64,
+        state: TrialState,
+        value: Option<f64>,
+        failure: Option<String>,
+    },
     /// A trial was stopped early by a pruning decision and is recorded as pruned.
-    TrialPruned { trial: u64, value: Option<f64> },
+    TrialPruned {
+        trial: u64,
+        value: Option<f64>,
+    },
     /// A trial will be run again (its job was lost, or it failed for a system reason).
-    TrialRetried { trial: u64, attempt: u32, reason: String },
+    TrialRetried {
+        trial: u64,
+        attempt: u32,
+        reason: String,
+    },
     /// A finished trial is the best so far.
-    BestImproved { trial: u64, value: f64 },
+    BestImproved {
+        trial: u64,
+        value: f64,
+    },
     /// The strategy answered a `suggest` call.
-    Suggested { asked: u32, returned: usize, elapsed: Duration },
+    Suggested {
+        asked: u32,
+        returned: usize,
+        elapsed: Duration,
+    },
     /// The strategy answered an `observe` call about `count` finished trials.
-    Observed { count: usize, elapsed: Duration },
+    Observed {
+        count: usize,
+        elapsed: Duration,
+    },
     /// The executor cannot take work for now (connection lost, scheduler busy); nothing is lost.
-    ExecutorPaused { reason: String },
+    ExecutorPaused {
+        reason: String,
+    },
     ExecutorResumed,
     /// The plugin faulted and was rebuilt from the study history.
-    PluginRestarted { message: String },
+    PluginRestarted {
+        message: String,
+    },
     /// Something a person should read that is not one of the above (an invalid suggestion, a
     /// plugin that refused a call, an interrupt).
-    Notice { level: Level, message: String },
+    Notice {
+        level: Level,
+        message: String,
+    },
     /// The run is over.
-    Stopped { reason: StopReason },
+    Stopped {
+        reason: StopReason,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -553,10 +553,8 @@ impl Campaign {
                     match self.trials.validate(&raw) {
                         Ok(params) => batch.push(self.trials.create(params)?),
                         Err(e) => {
-                            let message = format!(
-                                "plugin `{}` suggested an {e}; it was discarded",
-                                self.strategy_name()
-                            );
+                            let message =
+                                format!("plugin `{}` suggested an {e}; it was discarded", self.strategy_name());
                             self.notice(Level::Error, message);
                         }
                     }
@@ -742,7 +740,13 @@ impl Campaign {
         self.emit(Event::ExecutorPaused { reason });
     }
 
-    fn watch(&mut self, mut spec: TrialSpec, handle: JobHandle, run: &mut Run, metrics: &mpsc::UnboundedSender<MetricsLine>) {
+    fn watch(
+        &mut self,
+        mut spec: TrialSpec,
+        handle: JobHandle,
+        run: &mut Run,
+        metrics: &mpsc::UnboundedSender<MetricsLine>,
+    ) {
         let id = spec.id;
         if !run.slots.contains(&Some(id)) {
             // A re-attached job: it gets a slot for as long as it runs.
@@ -814,11 +818,7 @@ impl Campaign {
         Ok(())
     }
 
-    fn finish(
-        &mut self,
-        finished: Vec<(TrialSpec, Finish)>,
-        run: &mut Run,
-    ) -> Result<(), CampaignError> {
+    fn finish(&mut self, finished: Vec<(TrialSpec, Finish)>, run: &mut Run) -> Result<(), CampaignError> {
         if finished.is_empty() {
             return Ok(());
         }
@@ -854,8 +854,11 @@ impl Campaign {
             self.notice(Level::Error, format!("could not cancel every job: {e}"));
         }
         self.trials.cancelled(&ids)?;
-        self.trials.db().event("cancel", None, &format!("{} running trials cancelled; they re-run on resume", ids.len()))?;
+        self.trials.db().event(
+            "cancel",
+            None,
+            &format!("{} running trials cancelled; they re-run on resume", ids.len()),
+        )?;
         Ok(())
     }
 }
-

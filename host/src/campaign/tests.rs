@@ -46,7 +46,9 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn new(script: impl Fn(&TrialSpec) -> (Duration, Result<RunReport, ExecutorError>) + Send + Sync + 'static) -> Scripted {
+    fn new(
+        script: impl Fn(&TrialSpec) -> (Duration, Result<RunReport, ExecutorError>) + Send + Sync + 'static,
+    ) -> Scripted {
         Scripted {
             script: Box::new(script),
             transient_submits: Mutex::new(0),
@@ -82,7 +84,10 @@ impl Executor for Scripted {
         if *left > 0 {
             *left -= 1;
             return Box::pin(async {
-                Err(ExecutorError::Transient { message: "scheduler busy".into(), retry_after: Duration::from_millis(20) })
+                Err(ExecutorError::Transient {
+                    message: "scheduler busy".into(),
+                    retry_after: Duration::from_millis(20),
+                })
             });
         }
         self.submitted.lock().unwrap().push(batch.iter().map(|t| (t.id, t.attempt, t.slot)).collect());
@@ -90,7 +95,12 @@ impl Executor for Scripted {
         Box::pin(async move { Ok(handles) })
     }
 
-    fn wait(&self, trial: TrialSpec, _job: JobHandle, _metrics: MetricsSink) -> BoxFuture<Result<RunReport, ExecutorError>> {
+    fn wait(
+        &self,
+        trial: TrialSpec,
+        _job: JobHandle,
+        _metrics: MetricsSink,
+    ) -> BoxFuture<Result<RunReport, ExecutorError>> {
         let (delay, result) = (self.script)(&trial);
         let (running, peak, slots) = (self.running.clone(), self.peak.clone(), self.slots_seen.clone());
         {
@@ -170,7 +180,13 @@ fn campaign(
         options,
     };
     let limits = PluginLimits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(5), max_restarts: 1 };
-    let strategy = SandboxedStrategy::new(loaded, &study, limits, Grants::from_list(&["log".into(), "storage".into()]), Storage::Study(db.clone()));
+    let strategy = SandboxedStrategy::new(
+        loaded,
+        &study,
+        limits,
+        Grants::from_list(&["log".into(), "storage".into()]),
+        Storage::Study(db.clone()),
+    );
     let rules = TrialRules {
         study: "t".into(),
         trials_dir: dir.path().join("trials"),
@@ -325,7 +341,12 @@ async fn a_lost_job_is_rerun() {
     let (c, s) = campaign("plugins/random.wasm", serde_json::json!({}), exec, 2, 2, 0);
     let summary = c.run().await.unwrap();
     let rows: Vec<_> = s.db.trials().unwrap().iter().map(|t| (t.id, t.state, t.attempt)).collect();
-    assert_eq!(rows, [(1, TrialState::Completed, 2), (2, TrialState::Completed, 2)], "{summary:?} {:?}", s.recorder.events());
+    assert_eq!(
+        rows,
+        [(1, TrialState::Completed, 2), (2, TrialState::Completed, 2)],
+        "{summary:?} {:?}",
+        s.recorder.events()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +364,8 @@ async fn a_missing_objective_stops_after_three_in_a_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_suggestions_stop_after_three_rounds() {
     let exec = Arc::new(Scripted::new(|_| (Duration::from_millis(1), value(1.0))));
-    let (c, s) = campaign("tests/guests/hostile.wasm", serde_json::json!({"mode": "out_of_range"}), exec.clone(), 10, 1, 0);
+    let (c, s) =
+        campaign("tests/guests/hostile.wasm", serde_json::json!({"mode": "out_of_range"}), exec.clone(), 10, 1, 0);
     let summary = c.run().await.unwrap();
     let StopReason::PluginFailed(message) = &summary.reason else { panic!("{:?}", summary.reason) };
     assert!(message.contains("invalid trials 3 times"), "{message}");

@@ -90,4 +90,3 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
     }
     verdict.map_err(|e| anyhow::anyhow!(e))
 }
-

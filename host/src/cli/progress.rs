@@ -62,10 +62,8 @@ impl Progress {
         }
         self.bar.set_position((self.completed + self.failed) as u64);
         let best = self.best.map_or("-".to_string(), alcf_host::space::Assignment::format_float);
-        self.bar.set_message(format!(
-            "running {}  failed {}  best {} {best}",
-            self.running, self.failed, self.objective
-        ));
+        self.bar
+            .set_message(format!("running {}  failed {}  best {} {best}", self.running, self.failed, self.objective));
     }
 
     /// Prints a line above the bar (or to stderr when the bar is hidden), cut to a readable size.

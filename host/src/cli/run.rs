@@ -105,8 +105,7 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
         config.seed = s;
     }
     if let Some(t) = &opts.max_time {
-        config.max_time =
-            Some(alcf_host::config::parse_duration(t).map_err(|m| anyhow::anyhow!("--max-time: {m}"))?);
+        config.max_time = Some(alcf_host::config::parse_duration(t).map_err(|m| anyhow::anyhow!("--max-time: {m}"))?);
     }
     if let Some(s) = &opts.strategy {
         config.strategy.plugin = Some(s.clone());
@@ -265,7 +264,8 @@ async fn run_locked(
             objective
         ));
     }
-    let observers: Vec<Box<dyn Observer>> = vec![Box::new(LogObserver), Box::new(Progress::new(&objective, !opts.quiet))];
+    let observers: Vec<Box<dyn Observer>> =
+        vec![Box::new(LogObserver), Box::new(Progress::new(&objective, !opts.quiet))];
     let campaign = Campaign::new(
         loaded_trials,
         strategy,
@@ -303,8 +303,7 @@ fn open_existing(
     }
     let mut objective = meta.objective.clone();
     if meta.objective != plan.objective {
-        let completed =
-            db.trials()?.iter().filter(|t| t.state == alcf_host::study::TrialState::Completed).count();
+        let completed = db.trials()?.iter().filter(|t| t.state == alcf_host::study::TrialState::Completed).count();
         if completed == 0 {
             notes.push(format!(
                 "the objective changed from `{}` to `{}`; no trial has completed, so the study now optimizes `{}`",

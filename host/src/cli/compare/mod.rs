@@ -819,19 +819,17 @@ async fn run_config_job(ctx: ConfigJob, job: Job) -> (RunResult, bool) {
     };
     let mut stopped = false;
     match crate::cli::run::run(opts).await {
-        Ok(summary) => {
-            match summary.reason {
-                StopReason::PluginFailed(m)
-                | StopReason::PluginOptions(m)
-                | StopReason::ExecutorFailed(m)
-                | StopReason::ObjectiveMissing(m) => run.error = Some(m),
-                StopReason::Interrupted | StopReason::Cancelled => {
-                    stopped = true;
-                    run.error = Some("interrupted; rerun the command with the same --out to resume".into());
-                }
-                StopReason::Budget | StopReason::Time | StopReason::StrategyDone => {}
+        Ok(summary) => match summary.reason {
+            StopReason::PluginFailed(m)
+            | StopReason::PluginOptions(m)
+            | StopReason::ExecutorFailed(m)
+            | StopReason::ObjectiveMissing(m) => run.error = Some(m),
+            StopReason::Interrupted | StopReason::Cancelled => {
+                stopped = true;
+                run.error = Some("interrupted; rerun the command with the same --out to resume".into());
             }
-        }
+            StopReason::Budget | StopReason::Time | StopReason::StrategyDone => {}
+        },
         Err(e) => run.error = Some(format!("{e:#}")),
     }
     if let Err(e) = read_study(&dir, &ctx.metric, &mut run) {
