@@ -400,6 +400,19 @@ impl StudyDb {
         Ok(())
     }
 
+    /// Records in the event log that `lock` took over a dead holder's stale lock, if it did (the
+    /// lock is taken before logging is set up, so the event log is where the note survives).
+    pub fn note_lock(&self, lock: &StudyLock) -> Result<(), StudyError> {
+        match lock.took_over() {
+            Some(old) => self.event(
+                "lock",
+                None,
+                &format!("took over the stale lock of {}: that process is gone (killed or crashed)", old.describe()),
+            ),
+            None => Ok(()),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -919,6 +932,29 @@ mod tests {
         assert_eq!(row(t1).params, params(0.1, "a"));
         assert_eq!(row(t2).source.as_deref(), Some("cli"));
         assert_eq!(row(s).source, None, "a strategy's trial has no source");
+    }
+
+    #[test]
+    fn a_taken_over_lock_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StudyDb::create_with(dir.path(), &meta(), Fs::Local).unwrap();
+        let lock = StudyLock::acquire_on(dir.path(), Fs::Local).unwrap();
+        db.note_lock(&lock).unwrap();
+        assert_eq!(db.events().unwrap().len(), 1, "a clean acquire records nothing");
+        // A holder killed with SIGKILL leaves its file; the next acquire takes it over.
+        std::mem::forget(lock);
+        let lock = StudyLock::acquire_on(dir.path(), Fs::Network(NetFs::Nfs));
+        // Still alive (this very process), so not stale: refused, never taken over.
+        assert!(matches!(lock, Err(LockError::Busy { .. })));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = Holder { pid: child.id(), ..Holder::this_process() };
+        child.wait().unwrap();
+        std::fs::write(dir.path().join(lock::LOCK_FILE), serde_json::to_string(&dead).unwrap()).unwrap();
+        let lock = StudyLock::acquire_on(dir.path(), Fs::Network(NetFs::Nfs)).unwrap();
+        db.note_lock(&lock).unwrap();
+        let last = db.events().unwrap().pop().unwrap();
+        assert_eq!(last.kind, "lock");
+        assert!(last.message.contains(&format!("pid {}", dead.pid)), "{}", last.message);
     }
 
     #[test]

@@ -282,9 +282,14 @@ fn default_out_dir(objective: &str) -> PathBuf {
     PathBuf::from("reports").join(format!("compare-{clean}-{}", utc_timestamp()))
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC, without a date library.
+/// `YYYYMMDD-HHMMSS` in UTC, now.
 fn utc_timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    utc_timestamp_at(secs as i64)
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC of `secs` after the Unix epoch, without a date library.
+fn utc_timestamp_at(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -871,6 +876,11 @@ mod tests {
 
     #[test]
     fn timestamp_shape() {
+        // Known instants (`date -u -d @SECS`): day and month differ, so a swap cannot pass.
+        assert_eq!(utc_timestamp_at(1_772_600_767), "20260304-050607"); // 2026-03-04T05:06:07Z
+        assert_eq!(utc_timestamp_at(1_709_251_199), "20240229-235959"); // leap day, last second
+        assert_eq!(utc_timestamp_at(0), "19700101-000000");
+        assert_eq!(utc_timestamp_at(951_782_400), "20000229-000000"); // a leap year divisible by 400
         let t = utc_timestamp();
         assert_eq!(t.len(), 15, "{t}");
         assert!(t.starts_with("20") && t.as_bytes()[8] == b'-', "{t}");
