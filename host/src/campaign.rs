@@ -353,14 +353,17 @@ impl Campaign {
     async fn fill(&mut self, want: usize, st: &mut State, waiting: &mut Waiting) -> Result<bool, StopReason> {
         let pending: Vec<(u64, Assignment)> =
             st.running.iter().map(|(id, (spec, _))| (*id, spec.params.clone())).collect();
-        let suggestions = match self.strategy.suggest(want as u32, &pending).await {
+        let result = self.strategy.suggest(want as u32, &pending).await;
+        self.record_faults();
+        let suggestions = match result {
             Ok(s) => s,
-            Err(e @ PluginError::GaveUp { .. }) => return Err(StopReason::PluginFailed(e.to_string())),
+            Err(e @ (PluginError::GaveUp { .. } | PluginError::Options { .. })) => {
+                return Err(StopReason::PluginFailed(e.to_string()));
+            }
             Err(e) => {
                 return self.invalid_round(st, &e.to_string()).map(|_| true);
             }
         };
-        self.record_faults();
         if suggestions.is_empty() {
             return Ok(false);
         }
@@ -433,9 +436,13 @@ impl Campaign {
 
     /// Moves faults the plugin runtime contained into the study's event log.
     fn record_faults(&mut self) {
-        for fault in self.strategy.faults.drain(..) {
+        for fault in self.strategy.take_faults() {
             self.progress.println(&format!("warning: {fault}"));
-            let _ = self.db.event("plugin-fault", None, &fault);
+            let _ = self.db.event("plugin-fault", None, &fault.to_string());
+        }
+        for notice in self.strategy.take_notices() {
+            self.progress.println(&format!("warning: {notice}"));
+            let _ = self.db.event("plugin-notice", None, &notice.to_string());
         }
     }
 
@@ -545,7 +552,7 @@ impl Campaign {
                 self.record_faults();
                 Ok(Ok(()))
             }
-            Err(e @ PluginError::GaveUp { .. }) => {
+            Err(e @ (PluginError::GaveUp { .. } | PluginError::Options { .. })) => {
                 self.record_faults();
                 Ok(Err(StopReason::PluginFailed(e.to_string())))
             }

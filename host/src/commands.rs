@@ -249,7 +249,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let _lock = StudyLock::acquire(&plan.dir)?;
     init_logging(&plan.dir)?;
 
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let loaded = Arc::new(runtime.load(&plugin_path)?);
     tracing::info!(
         plugin = %plugin_path.display(),
@@ -402,7 +402,7 @@ fn print_summary(name: &str, dir: &Path, s: &Summary, objective: &str, trials: &
 
 /// `alcf-host plugin inspect`: what a component is, what it asks for, and whether this host can run it.
 pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (_, summary) = runtime.compile(path)?;
     let verdict = runtime.load(path).map(|_| ()).map_err(|e| e.to_string());
     let info = match &verdict {

@@ -431,7 +431,7 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
     let seed = opts.seed.unwrap_or(0);
     let jobs_n = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (strategies, plugins) = load_all(&runtime, &opts.strategies)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create report directory {}", out.display()))?;
     init_logging(out);
@@ -556,7 +556,8 @@ async fn run_bench_job(ctx: BenchJob<'_>, job: Job) -> RunResult {
         // There is no study to resume here: drop the campaign's advice about one.
         run.error = Some(e.split(". The study is intact").next().unwrap_or(&e).to_string());
     }
-    run.warnings.append(&mut strategy.faults);
+    run.warnings.extend(strategy.take_faults().iter().map(ToString::to_string));
+    run.warnings.extend(strategy.take_notices().iter().map(ToString::to_string));
     run.elapsed_s = start.elapsed().as_secs_f64();
     // Trials never run (the plugin failed) still count on the bar, so it ends at 100 %.
     ctx.bar.inc(u64::from(ctx.trials).saturating_sub(run.trials.len() as u64));
@@ -645,7 +646,7 @@ async fn compare_config(
     let jobs_n = opts.jobs.unwrap_or(1);
 
     // Load (and so check) every plugin before any study starts.
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (strategies, _plugins) = load_all(&runtime, &opts.strategies)?;
     drop(runtime);
     if let Some(s) = strategies.iter().find(|s| s.options.is_some()) {
