@@ -138,8 +138,8 @@ pub(crate) fn emit(set: &CapabilitySet, level: tracing::Level, stream: Option<&'
     macro_rules! at {
         ($lvl:expr) => {
             match stream {
-                Some(stream) => tracing::event!(target: "plugin", $lvl, plugin, stream, "{text}"),
-                None => tracing::event!(target: "plugin", $lvl, plugin, "{text}"),
+                Some(stream) => tracing::event!(target: "plugin", $lvl, plugin = %plugin, stream, "{text}"),
+                None => tracing::event!(target: "plugin", $lvl, plugin = %plugin, "{text}"),
             }
         };
     }
