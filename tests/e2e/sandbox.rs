@@ -556,6 +556,29 @@ mod runtime {
         assert_eq!(db.storage_get("big").unwrap(), None);
     }
 
+    #[test]
+    fn a_real_plugins_unknown_option_is_an_options_error_listing_the_known_ones() {
+        ensure_built();
+        let runtime = PluginRuntime::shared(None).unwrap();
+        let loaded = Arc::new(runtime.load(&plugin("gp_ucb")).unwrap());
+        let caps = Capabilities::new(Grants::default(), Storage::memory());
+        let mut s = SandboxedStrategy::with_capabilities(
+            loaded,
+            &study(serde_json::json!({"bta": 2.0}), 2),
+            limits(Duration::from_secs(30), 3),
+            &caps,
+        );
+        match block_on(s.suggest(1, &[])) {
+            Err(PluginError::Options { plugin, message }) => {
+                assert_eq!(plugin, "gp_ucb");
+                assert!(message.starts_with("unknown option `bta` (known: acquisition, n_init,"), "{message}");
+            }
+            other => panic!("expected an options error, got {other:?}"),
+        }
+        assert_eq!(s.restarts(), 0);
+        assert!(s.take_faults().is_empty());
+    }
+
     /// gp_ucb's kernels (`dot`, `axpy` as f64x2 SIMD in the wasm build, and the Cholesky routines
     /// on them) give the same bits in the sandbox as natively.
     #[test]

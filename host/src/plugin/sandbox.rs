@@ -235,9 +235,11 @@ impl PluginState {
     }
 }
 
-/// Starts a guest call on `store` with `limit` of plugin time.
+/// Starts a guest call on `store` with `limit` of plugin time. The stderr tail starts empty, so a
+/// fault report quotes only what the guest wrote in the failing call.
 pub(crate) fn arm(store: &mut Store<PluginState>, limit: Duration) {
     store.data().caps.begin_call();
+    store.data().stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).clear();
     store.data_mut().clock.start(limit);
     store.set_epoch_deadline(ticks_for(limit).min(YIELD_TICKS));
 }

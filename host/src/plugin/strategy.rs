@@ -383,7 +383,12 @@ impl SandboxedStrategy {
             Reply::Suggest(raw) => raw,
             Reply::Observe => Vec::new(),
         };
-        Ok(raw.into_iter().map(|a| a.into_iter().map(|x| (x.name, value_from_wit(x.value))).collect()).collect())
+        // Names and labels are cut like any plugin string: the caller quotes invalid ones in
+        // messages, and a cut one stays invalid (no parameter or label ends in "[cut: …]").
+        Ok(raw
+            .into_iter()
+            .map(|a| a.into_iter().map(|x| (cut_message(x.name), value_from_wit(x.value))).collect())
+            .collect())
     }
 
     /// Tells the plugin about finished trials. They join the replay history even when the call
@@ -454,7 +459,7 @@ fn value_from_wit(v: wit::Value) -> Value {
     match v {
         wit::Value::Float(x) => Value::Float(x),
         wit::Value::Int(x) => Value::Int(x),
-        wit::Value::Choice(x) => Value::Choice(x),
+        wit::Value::Choice(x) => Value::Choice(cut_message(x)),
     }
 }
 
