@@ -343,6 +343,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_runtime_is_one_engine_per_process() {
+        let a = PluginRuntime::shared(None).unwrap();
+        let b = PluginRuntime::shared(Some(std::env::temp_dir())).unwrap();
+        assert!(Engine::same(a.engine(), b.engine()), "one engine, whatever the cache directory");
+        let private = PluginRuntime::new(None).unwrap();
+        assert!(!Engine::same(a.engine(), private.engine()));
+        let handle = a.clone();
+        drop(a);
+        assert!(Engine::same(handle.engine(), b.engine()), "handles share it");
+    }
+
+    #[test]
     fn core_modules_and_garbage_are_refused() {
         let rt = PluginRuntime::new(None).unwrap();
         let dir = tempfile::tempdir().unwrap();
