@@ -23,13 +23,13 @@ pub(super) enum Reply {
         asked: u32,
         result: Result<Vec<Vec<(String, Value)>>, PluginError>,
         elapsed: Duration,
-        faults: Vec<String>,
+        faults: Vec<Contained>,
     },
     Observed {
         count: usize,
         result: Result<(), PluginError>,
         elapsed: Duration,
-        faults: Vec<String>,
+        faults: Vec<Contained>,
     },
 }
 
@@ -38,9 +38,18 @@ pub(super) struct StrategyTask {
     pub name: String,
 }
 
-/// Contained faults (a trap, a timeout) the runtime recovered from since the last call.
-fn drain_faults(strategy: &mut SandboxedStrategy) -> Vec<String> {
-    strategy.faults.drain(..).collect()
+/// What the runtime contained since the last call: faults it recovered from by a restart (a trap,
+/// a timeout), then notices (an ungranted call, suppressed output), each as a line to report.
+fn drain_faults(strategy: &mut SandboxedStrategy) -> Vec<Contained> {
+    let mut out: Vec<Contained> = strategy.take_faults().iter().map(|f| Contained::Restart(f.to_string())).collect();
+    out.extend(strategy.take_notices().iter().map(|n| Contained::Notice(n.to_string())));
+    out
+}
+
+/// A fault the plugin was restarted after, or a notice about its behaviour.
+pub(super) enum Contained {
+    Restart(String),
+    Notice(String),
 }
 
 impl StrategyTask {

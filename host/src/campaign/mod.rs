@@ -579,19 +579,30 @@ impl Campaign {
         &self.plugin
     }
 
-    fn faults(&mut self, faults: Vec<String>) {
-        for message in faults {
-            let _ = self.trials.db().event("plugin-fault", None, &message);
-            self.emit(Event::PluginRestarted { message });
+    fn faults(&mut self, faults: Vec<actor::Contained>) {
+        for contained in faults {
+            match contained {
+                actor::Contained::Restart(message) => {
+                    let _ = self.trials.db().event("plugin-fault", None, &message);
+                    self.emit(Event::PluginRestarted { message });
+                }
+                actor::Contained::Notice(message) => {
+                    let _ = self.trials.db().event("plugin-notice", None, &message);
+                    self.emit(Event::Notice { level: Level::Warn, message });
+                }
+            }
         }
     }
 
-    fn observed(&mut self, result: Result<(), PluginError>, faults: Vec<String>, run: &mut Run) {
+    fn observed(&mut self, result: Result<(), PluginError>, faults: Vec<actor::Contained>, run: &mut Run) {
         self.faults(faults);
         match result {
             Ok(()) => {}
             Err(e @ PluginError::GaveUp { .. }) => {
                 run.stopping.get_or_insert(StopReason::PluginFailed(e.to_string()));
+            }
+            Err(e @ PluginError::Options { .. }) => {
+                run.stopping.get_or_insert(StopReason::PluginOptions(e.to_string()));
             }
             // The outcomes are recorded and in the replay history; a refusing observe is reported, not fatal.
             Err(e) => self.notice(Level::Error, e.to_string()),
@@ -602,6 +613,10 @@ impl Campaign {
         match e {
             PluginError::GaveUp { .. } => {
                 run.stopping = Some(StopReason::PluginFailed(e.to_string()));
+            }
+            // The user's plugin options are wrong: a configuration error, not the plugin's fault.
+            PluginError::Options { .. } => {
+                run.stopping = Some(StopReason::PluginOptions(e.to_string()));
             }
             e => self.invalid_round(run, e.to_string()),
         }

@@ -13,7 +13,7 @@ use crate::out;
 
 /// `alcf-host plugin inspect`: what a component is, what it asks for, and whether this host can run it.
 pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (_, summary) = runtime.compile(path)?;
     let verdict = runtime.load(path).map(|_| ()).map_err(|e| e.to_string());
     let info = match &verdict {

@@ -14,7 +14,7 @@ use alcf_host::executor::bench::{self, BenchExecutor};
 
 use alcf_host::executor::{self, Executor};
 use alcf_host::plugin::sandbox::{Grants, Storage};
-use alcf_host::plugin::strategy::{PluginLimits, SandboxedStrategy, StudyInfo};
+use alcf_host::plugin::strategy::{PluginError, PluginLimits, SandboxedStrategy, StudyInfo};
 use alcf_host::plugin::{PluginRuntime, default_cache_dir};
 use alcf_host::space::SearchSpace;
 use alcf_host::study::{StudyDb, StudyLock, StudyMeta, TrialRow};
@@ -171,12 +171,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     if !exists && opts.resume {
         bail!("--resume: no study `{}` at {}; drop --resume to start it", plan.name, plan.dir.display());
     }
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let loaded = Arc::new(runtime.load(&plugin_path)?);
-    let _lock = StudyLock::acquire(&plan.dir)?;
+    if !exists {
+        check_options(&plan, loaded.clone()).await?;
+    }
+    let lock = StudyLock::acquire(&plan.dir)?;
     // Every log line of this study, the plugin's included, goes to its own host.log.
     let span = logging::study_span(&plan.dir.join("host.log"));
-    run_locked(opts, plan, plugin_path, loaded, exists).instrument(span).await
+    run_locked(opts, plan, plugin_path, loaded, exists, lock).instrument(span).await
 }
 
 async fn run_locked(
@@ -185,6 +188,7 @@ async fn run_locked(
     plugin_path: PathBuf,
     loaded: Arc<alcf_host::plugin::LoadedPlugin>,
     exists: bool,
+    lock: StudyLock,
 ) -> anyhow::Result<Summary> {
     tracing::info!(
         plugin = %plugin_path.display(),
@@ -216,8 +220,11 @@ async fn run_locked(
         }
         (db, plan.space.clone(), plan.objective.clone(), plan.direction, plan.seed)
     };
-    for params in &plan.config.enqueue {
-        db.enqueue(params, "config")?;
+    // A stale lock taken over from a dead holder is worth a line in the study's record.
+    db.note_lock(&lock)?;
+    // Checked against the study's own space (a bench study's comes from its function).
+    for params in plan.config.check_enqueue(&space)? {
+        db.enqueue(&params, "config")?;
     }
     let db = Arc::new(db);
 
@@ -279,6 +286,36 @@ async fn run_locked(
         print_summary(&plan.name, &plan.dir, &summary, &objective, &db.trials()?);
     }
     Ok(summary)
+}
+
+/// Plugin options the plugin refuses are the config's error: found before a study exists, so a
+/// typo leaves nothing behind and costs no restarts. The plugin is instantiated once, in memory.
+async fn check_options(plan: &Plan, loaded: Arc<alcf_host::plugin::LoadedPlugin>) -> anyhow::Result<()> {
+    let study = StudyInfo {
+        name: plan.name.clone(),
+        space: plan.space.clone(),
+        direction: plan.direction,
+        objective: plan.objective.clone(),
+        seed: plan.seed,
+        budget: plan.config.trials,
+        parallelism: plan.config.parallel,
+        options: plan.config.strategy.options.clone(),
+    };
+    let limits = PluginLimits {
+        memory_bytes: plan.config.strategy.memory_bytes,
+        call_timeout: plan.config.strategy.suggest_timeout,
+        max_restarts: 0,
+    };
+    let grants = Grants::from_list(&plan.config.strategy.allow);
+    let mut probe = SandboxedStrategy::new(loaded, &study, limits, grants, Storage::memory());
+    match probe.suggest(0, &[]).await {
+        Err(e @ PluginError::Options { .. }) => {
+            let file = plan.config.source.as_ref().map_or("the config".to_string(), |p| p.display().to_string());
+            bail!("{e}. Fix [strategy] options in {file}; no study was created")
+        }
+        // Anything else is the plugin's to answer for, under the campaign's restart rules.
+        _ => Ok(()),
+    }
 }
 
 /// Opens a study for `--resume`. A study keeps what it was created with; a changed config is

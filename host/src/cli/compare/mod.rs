@@ -440,7 +440,7 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
     let seed = opts.seed.unwrap_or(0);
     let jobs_n = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (strategies, plugins) = load_all(&runtime, &opts.strategies)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create report directory {}", out.display()))?;
     // Plugin logs (and warnings) of a bench comparison go to `compare.log` in the report directory.
@@ -702,7 +702,7 @@ async fn compare_config(
     let jobs_n = opts.jobs.unwrap_or(1);
 
     // Load (and so check) every plugin before any study starts.
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (strategies, _plugins) = load_all(&runtime, &opts.strategies)?;
     drop(runtime);
     if let Some(s) = strategies.iter().find(|s| s.options.is_some()) {
