@@ -57,6 +57,15 @@ pub struct Judged {
     pub retry: bool,
 }
 
+/// What [`TrialService::finish`] recorded.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The finished trials as the strategy is told about them.
+    pub observations: Vec<Observation>,
+    /// The new best trial, when one of them improved it.
+    pub improved: Option<(u64, f64)>,
+}
+
 /// The counts a progress display and a summary need.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Tally {
@@ -256,10 +265,7 @@ impl TrialService {
 
     /// Records finished trials in one transaction. Returns what to tell the strategy, and the new
     /// best trial if one of them improved it.
-    pub fn finish(
-        &mut self,
-        done: Vec<(TrialSpec, Finish)>,
-    ) -> Result<(Vec<Observation>, Option<(u64, f64)>), StudyError> {
+    pub fn finish(&mut self, done: Vec<(TrialSpec, Finish)>) -> Result<Recorded, StudyError> {
         let rows: Vec<(u64, Finish)> = done.iter().map(|(t, f)| (t.id, f.clone())).collect();
         self.db.finish_trials(&rows)?;
         let mut improved = None;
@@ -276,7 +282,7 @@ impl TrialService {
                 metrics: finish.metrics.into_iter().collect(),
             });
         }
-        Ok((observations, improved))
+        Ok(Recorded { observations, improved })
     }
 
     /// Records jobs that were stopped on purpose; a resume re-runs them as new attempts.

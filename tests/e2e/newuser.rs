@@ -147,7 +147,7 @@ fn each_parallel_trial_gets_its_own_slot_in_env_and_argv() {
 fn sighup_stops_submitting_and_lets_running_trials_finish() {
     let dir = tempfile::tempdir().unwrap();
     project(dir.path(), &format!("sleep 1; {WRITES_LOSS}"), "objective = \"loss\"\ntrials = 20\nparallel = 2", "");
-    let mut child = Command::new(host_bin())
+    let child = Command::new(host_bin())
         .args(["run", "--config", "study.toml", "--quiet"])
         .current_dir(dir.path())
         .env("ALCF_HOST_CACHE", dir.path().join("cache"))

@@ -846,7 +846,7 @@ impl Campaign {
                 failure: f.failure.clone(),
             })
             .collect();
-        let (observations, improved) = self.trials.finish(finished)?;
+        let crate::trial::Recorded { observations, improved } = self.trials.finish(finished)?;
         for e in events {
             self.emit(e);
         }

@@ -375,3 +375,29 @@ async fn invalid_suggestions_stop_after_three_rounds() {
     assert!(errors >= 3, "each discarded suggestion is reported");
     drop(s.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trials_are_recorded_and_ctrl_c_answered_while_the_plugin_computes() {
+    // Trial 1 ends at once, trial 2 after 300 ms; every suggest computes for 1.5 s. So trial 2
+    // finishes while the second suggest (asked when trial 1 finished) is still computing.
+    let exec = Arc::new(Scripted::new(|t| (Duration::from_millis(if t.id == 2 { 300 } else { 1 }), value(1.0))));
+    let options = serde_json::json!({"mode": "slow_suggest", "slow_ms": "1500"});
+    let (c, s) = campaign("tests/guests/hostile.wasm", options, exec, 10, 2, 0);
+    let recorder = s.recorder.clone();
+    let interrupts = s.interrupts.clone();
+    let handle = tokio::spawn(c.run());
+    wait_for(&recorder, |e| e.iter().any(|e| matches!(e, Event::TrialFinished { trial: 2, .. }))).await;
+    let events = recorder.events();
+    let suggested = events.iter().filter(|e| matches!(e, Event::Suggested { .. })).count();
+    assert_eq!(suggested, 1, "trial 2 was recorded before the second suggest returned: {events:?}");
+    assert_eq!(states(&s.db), [TrialState::Completed, TrialState::Completed], "recorded in the database too");
+
+    // Ctrl-C now, with nothing running and a suggest in progress: the run ends without waiting
+    // for the plugin, and nothing it would have proposed is written.
+    let asked = std::time::Instant::now();
+    interrupts.raise();
+    let summary = tokio::time::timeout(Duration::from_secs(10), handle).await.unwrap().unwrap().unwrap();
+    assert_eq!(summary.reason, StopReason::Interrupted);
+    assert!(asked.elapsed() < Duration::from_millis(1000), "Ctrl-C waited for the plugin: {:?}", asked.elapsed());
+    assert_eq!(s.db.trials().unwrap().len(), 2);
+}

@@ -106,32 +106,41 @@ impl Drop for EngineShared {
     }
 }
 
+/// The WebAssembly engine could not be set up (an unsupported CPU, no threads left).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
 impl EngineShared {
-    fn build() -> anyhow::Result<EngineShared> {
+    fn build() -> Result<EngineShared, EngineError> {
+        let failed = |e: wasmtime::Error| EngineError(format!("{e:#}"));
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(failed)?;
 
         let mut linker = Linker::<PluginState>::new(&engine);
         // WASI is linked (Rust guests import it even when they compute only) but its context grants
         // nothing: no preopened directories, no sockets, no environment, stdin closed.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed)?;
         // Every capability is linked; each call checks the plugin's grants (capability::CapabilitySet).
-        bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(failed)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();
         let ticking = engine.weak();
-        std::thread::Builder::new().name("alcf-epoch-ticker".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        std::thread::Builder::new()
+            .name("alcf-epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
-            }
-        })?;
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch ticker thread: {e}")))?;
         Ok(EngineShared { engine, linker, ticker_stop })
     }
 }
@@ -160,7 +169,7 @@ impl PluginRuntime {
     /// The process-wide engine (built on first use, with its one ticker thread), caching compiled
     /// components in `cache_dir` (`None`: no cache). Every command and every `compare` worker
     /// shares it: one Cranelift configuration, one ticker, compiled code shared between loads.
-    pub fn shared(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginRuntime> {
+    pub fn shared(cache_dir: Option<PathBuf>) -> Result<PluginRuntime, EngineError> {
         let shared = match SHARED.get() {
             Some(s) => s.clone(),
             None => {
@@ -174,7 +183,7 @@ impl PluginRuntime {
 
     /// A private engine with its own ticker, stopped when the last handle is dropped (tests that
     /// must not share compiled code or epochs).
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginRuntime> {
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<PluginRuntime, EngineError> {
         Ok(PluginRuntime { shared: Arc::new(EngineShared::build()?), cache_dir })
     }
 

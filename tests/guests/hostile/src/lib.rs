@@ -67,9 +67,12 @@ enum Mode {
     StorageQuota,
     /// Returns an `init` error marked as an options error (`options: ...`).
     BadOption,
+    /// Computes for `slow_ms` milliseconds (default 1500) in every `suggest`, then behaves like
+    /// `good`: a long GP refit or a cold LLM, for the campaign's concurrency tests.
+    SlowSuggest,
 }
 
-const MODES: [(&str, Mode); 22] = [
+const MODES: [(&str, Mode); 23] = [
     ("good", Mode::Good),
     ("loop", Mode::Loop),
     ("alloc", Mode::Alloc),
@@ -92,12 +95,14 @@ const MODES: [(&str, Mode); 22] = [
     ("flood", Mode::Flood),
     ("storage_quota", Mode::StorageQuota),
     ("bad_option", Mode::BadOption),
+    ("slow_suggest", Mode::SlowSuggest),
 ];
 
 struct State {
     mode: Mode,
     port: u16,
     flood_ms: Option<u64>,
+    slow_ms: u64,
     fill_bytes: usize,
     study: Study,
     rng: u64,
@@ -271,9 +276,10 @@ impl Guest for Hostile {
             _ => {}
         }
         let flood_ms = json_field(&study.options, "flood_ms").and_then(|v| v.parse().ok());
+        let slow_ms = json_field(&study.options, "slow_ms").and_then(|v| v.parse().ok()).unwrap_or(1500);
         let fill_bytes = json_field(&study.options, "fill_bytes").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
         let rng = study.seed ^ 0x5eed;
-        *STATE.lock().unwrap() = Some(State { mode, port, flood_ms, fill_bytes, study, rng });
+        *STATE.lock().unwrap() = Some(State { mode, port, flood_ms, slow_ms, fill_bytes, study, rng });
         Ok(())
     }
 
@@ -284,6 +290,12 @@ impl Guest for Hostile {
         let study = &state.study;
         match state.mode {
             Mode::Good | Mode::ObserveTrap => {}
+            Mode::SlowSuggest => {
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_millis(state.slow_ms) {
+                    std::hint::spin_loop();
+                }
+            }
             Mode::Loop => spin(),
             Mode::Alloc => return Err(format!("hostile: allocated {} chunks and was not stopped", alloc_4gib())),
             Mode::Panic | Mode::InitPanic | Mode::SlowInit | Mode::BadOption => panic!("hostile panic"),
