@@ -167,7 +167,10 @@ fn an_options_error_is_a_config_error_without_restarts() {
         assert!(t.contains("plugin `hostile` does not accept its options: hostile: "), "{mode}: {t}");
         assert!(t.contains(expected) && t.contains("[strategy.options]"), "{mode}: {t}");
         assert!(!t.contains("restarted") && !t.contains("fix the plugin"), "{mode}: {t}");
-        assert!(trial_states(&dir.path().join("studies").join(mode)).is_empty());
+        assert_eq!(out.status.code(), Some(1), "a configuration error: {t}");
+        // Found before the study was created: a typo leaves nothing behind.
+        assert!(!dir.path().join("studies").join(mode).join("study.db").exists(), "{mode}: a study was created");
+        assert!(t.contains("no study was created"), "{mode}: {t}");
     }
 }
 

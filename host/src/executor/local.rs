@@ -87,7 +87,18 @@ pub enum PreflightError {
          absolute path or a path relative to the config file (\"./{name}\")"
     )]
     NotInPath { name: String, path: String },
+    #[error(
+        "`executor.command[{index}]` (\"{written}\") names a script, {}, which does not exist; fix the path \
+         (a relative path and `{{config_dir}}` start from the config file's directory, {})",
+        resolved.display(), base.display()
+    )]
+    MissingScript { index: usize, written: String, resolved: PathBuf, base: PathBuf },
 }
+
+/// File endings of the scripts an interpreter is given (`["python3", "train.py"]`): an argument
+/// with one of them that names no file is a config error before any study exists, not a trial
+/// that fails with "can't open file" on every attempt.
+const SCRIPT_ENDINGS: [&str; 10] = [".py", ".sh", ".bash", ".jl", ".R", ".r", ".pl", ".rb", ".lua", ".js"];
 
 /// A started trial, as `wait` and `cancel` need it.
 #[derive(Clone)]
@@ -178,6 +189,22 @@ impl LocalExecutor {
     pub fn preflight(&self) -> Result<(), PreflightError> {
         let inner = &self.inner;
         let written = inner.config.command.first().cloned().unwrap_or_default();
+        for index in 1..inner.template.len() {
+            let Some(arg) = inner.template.render_static(index, &inner.config_dir) else { continue };
+            let text = arg.to_string_lossy();
+            if text.starts_with('-') || text.contains('=') || !SCRIPT_ENDINGS.iter().any(|e| text.ends_with(e)) {
+                continue;
+            }
+            let resolved = inner.config_dir.join(Path::new(&arg));
+            if !resolved.exists() {
+                return Err(PreflightError::MissingScript {
+                    index,
+                    written: inner.config.command[index].clone(),
+                    resolved,
+                    base: inner.config_dir.clone(),
+                });
+            }
+        }
         match inner.program() {
             None => Ok(()),
             Some(Program::Path(resolved)) => process::check_program(&resolved).map_err(|problem| match problem {
@@ -999,6 +1026,14 @@ pub(crate) mod tests {
 
         // A directory.
         assert!(matches!(check(&["{config_dir}"]), Err(PreflightError::NotAFile { .. })));
+
+        // The README's other pattern, an interpreter and its script: a missing script is named too.
+        let err = check(&["sh", "{config_dir}/prepare.sh", "--lr", "{lr}"]).unwrap_err();
+        assert!(matches!(&err, PreflightError::MissingScript { index: 1, .. }), "{err:?}");
+        assert!(err.to_string().contains("executor.command[1]") && err.to_string().contains("prepare.sh"), "{err}");
+        assert!(matches!(check(&["sh", "nothing.sh"]), Err(PreflightError::MissingScript { .. })));
+        fs::write(tmp.path().join("prepare.sh"), "exit 0\n").unwrap();
+        assert_eq!(check(&["sh", "prepare.sh", "--out=x.py"]), Ok(()), "options are not scripts");
 
         // A bare name that is not in PATH.
         let err = check(&["alcf-no-such-program-9f3c"]).unwrap_err();
