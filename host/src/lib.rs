@@ -19,3 +19,4 @@ pub mod plugin;
 pub mod space;
 pub mod study;
 pub mod trial;
+pub mod utc;

@@ -228,21 +228,8 @@ async fn run_locked(
     }
     let db = Arc::new(db);
 
-    let study = StudyInfo {
-        name: plan.name.clone(),
-        space: space.clone(),
-        direction,
-        objective: objective.clone(),
-        seed,
-        budget: plan.config.trials,
-        parallelism: plan.config.parallel,
-        options: plan.config.strategy.options.clone(),
-    };
-    let limits = PluginLimits {
-        memory_bytes: plan.config.strategy.memory_bytes,
-        call_timeout: plan.config.strategy.suggest_timeout,
-        max_restarts: plan.config.strategy.max_restarts,
-    };
+    let study = study_info(&plan, space.clone(), objective.clone(), direction, seed);
+    let limits = plugin_limits(&plan, plan.config.strategy.max_restarts);
     let strategy = SandboxedStrategy::new(
         loaded,
         &study,
@@ -288,24 +275,33 @@ async fn run_locked(
     Ok(summary)
 }
 
-/// Plugin options the plugin refuses are the config's error: found before a study exists, so a
-/// typo leaves nothing behind and costs no restarts. The plugin is instantiated once, in memory.
-async fn check_options(plan: &Plan, loaded: Arc<alcf_host::plugin::LoadedPlugin>) -> anyhow::Result<()> {
-    let study = StudyInfo {
+/// What the plugin is told about the study in `init`.
+fn study_info(plan: &Plan, space: SearchSpace, objective: String, direction: Direction, seed: u64) -> StudyInfo {
+    StudyInfo {
         name: plan.name.clone(),
-        space: plan.space.clone(),
-        direction: plan.direction,
-        objective: plan.objective.clone(),
-        seed: plan.seed,
+        space,
+        direction,
+        objective,
+        seed,
         budget: plan.config.trials,
         parallelism: plan.config.parallel,
         options: plan.config.strategy.options.clone(),
-    };
-    let limits = PluginLimits {
+    }
+}
+
+fn plugin_limits(plan: &Plan, max_restarts: u32) -> PluginLimits {
+    PluginLimits {
         memory_bytes: plan.config.strategy.memory_bytes,
         call_timeout: plan.config.strategy.suggest_timeout,
-        max_restarts: 0,
-    };
+        max_restarts,
+    }
+}
+
+/// Plugin options the plugin refuses are the config's error: found before a study exists, so a
+/// typo leaves nothing behind and costs no restarts. The plugin is instantiated once, in memory.
+async fn check_options(plan: &Plan, loaded: Arc<alcf_host::plugin::LoadedPlugin>) -> anyhow::Result<()> {
+    let study = study_info(plan, plan.space.clone(), plan.objective.clone(), plan.direction, plan.seed);
+    let limits = plugin_limits(plan, 0);
     let grants = Grants::from_list(&plan.config.strategy.allow);
     let mut probe = SandboxedStrategy::new(loaded, &study, limits, grants, Storage::memory());
     match probe.suggest(0, &[]).await {
