@@ -700,14 +700,14 @@ mod tests {
     #[test]
     fn what_one_trial_cannot_render() {
         let script = JobScript::new(config(), &header("cd {{trial_dir}}\n{{env}}\nexec {{command}}\n")).unwrap();
-        let p = OsString::from("p");
+        let p = [OsString::from("p")];
         let mut spec = trial("plain", 0);
         assert_eq!(script.render(&spec, "/d", &[], &[]), Err(ScriptError::EmptyCommand));
         assert!(matches!(script.render(&spec, "/d", &[OsString::from("a\0b")], &[]), Err(ScriptError::Quote(_))));
-        assert!(matches!(script.render(&spec, "/d\0", &[p.clone()], &[]), Err(ScriptError::Quote(_))));
+        assert!(matches!(script.render(&spec, "/d\0", &p, &[]), Err(ScriptError::Quote(_))));
         let bad_env = [("A-B".to_string(), OsString::from("1"))];
         assert_eq!(
-            script.render(&spec, "/d", &[p.clone()], &bad_env),
+            script.render(&spec, "/d", &p, &bad_env),
             Err(ScriptError::BadEnvName { name: "A-B".into() })
         );
         {
@@ -718,13 +718,13 @@ mod tests {
         // `job_name` of an empty study starts with `.`; a name past PBS's limit; a space.
         for name in [job_name("", 1, 1), "a".repeat(MAX_JOB_NAME + 1), "a b".into(), String::new()] {
             spec.job_name = name.clone();
-            assert_eq!(script.render(&spec, "/d", &[p.clone()], &[]), Err(ScriptError::BadJobName { name }));
+            assert_eq!(script.render(&spec, "/d", &p, &[]), Err(ScriptError::BadJobName { name }));
         }
         spec.job_name = "a".repeat(MAX_JOB_NAME);
-        assert!(script.render(&spec, "/d", &[p.clone()], &[]).is_ok());
+        assert!(script.render(&spec, "/d", &p, &[]).is_ok());
         spec.job_name = job_name(&"ß".repeat(100), u64::MAX, u32::MAX);
         assert!(
-            script.render(&spec, "/d", &[p], &[]).is_ok(),
+            script.render(&spec, "/d", &p, &[]).is_ok(),
             "job_name always yields a PBS name for a non-empty study"
         );
     }
