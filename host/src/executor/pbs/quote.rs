@@ -60,9 +60,15 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// What `/bin/sh` makes of `printf '%s\0' <word>`: the bytes of each argument it received.
-    fn sh_words(script_words: &str) -> Vec<Vec<u8>> {
-        let out = Command::new("/bin/sh").arg("-c").arg(format!("printf '%s\\0' {script_words}")).output().unwrap();
+    /// What `/bin/sh` makes of `printf '%s\0' <word>`: the bytes of each argument it received. It
+    /// runs in `cwd`, so a quoting bug that executes a value touches nothing outside it.
+    fn sh_words(script_words: &str, cwd: &std::path::Path) -> Vec<Vec<u8>> {
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\0' {script_words}"))
+            .current_dir(cwd)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let mut words: Vec<Vec<u8>> = out.stdout.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
         assert_eq!(words.pop(), Some(Vec::new()), "output ends in NUL");
@@ -98,9 +104,11 @@ mod tests {
             "-n",
         ];
         let words: Vec<String> = hostile.iter().map(|v| quote(v, "test").unwrap()).collect();
-        let got = sh_words(&words.join(" "));
+        let tmp = tempfile::tempdir().unwrap();
+        let got = sh_words(&words.join(" "), tmp.path());
         let want: Vec<Vec<u8>> = hostile.iter().map(|v| v.as_bytes().to_vec()).collect();
         assert_eq!(got, want);
+        assert!(!tmp.path().join("pwned").exists(), "a value was executed");
     }
 
     #[test]

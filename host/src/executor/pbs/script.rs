@@ -706,10 +706,7 @@ mod tests {
         assert!(matches!(script.render(&spec, "/d", &[OsString::from("a\0b")], &[]), Err(ScriptError::Quote(_))));
         assert!(matches!(script.render(&spec, "/d\0", &p, &[]), Err(ScriptError::Quote(_))));
         let bad_env = [("A-B".to_string(), OsString::from("1"))];
-        assert_eq!(
-            script.render(&spec, "/d", &p, &bad_env),
-            Err(ScriptError::BadEnvName { name: "A-B".into() })
-        );
+        assert_eq!(script.render(&spec, "/d", &p, &bad_env), Err(ScriptError::BadEnvName { name: "A-B".into() }));
         {
             use std::os::unix::ffi::OsStringExt;
             let not_utf8 = OsString::from_vec(vec![b'a', 0xff]);
@@ -723,9 +720,6 @@ mod tests {
         spec.job_name = "a".repeat(MAX_JOB_NAME);
         assert!(script.render(&spec, "/d", &p, &[]).is_ok());
         spec.job_name = job_name(&"ß".repeat(100), u64::MAX, u32::MAX);
-        assert!(
-            script.render(&spec, "/d", &p, &[]).is_ok(),
-            "job_name always yields a PBS name for a non-empty study"
-        );
+        assert!(script.render(&spec, "/d", &p, &[]).is_ok(), "job_name always yields a PBS name for a non-empty study");
     }
 }
