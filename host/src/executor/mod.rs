@@ -29,6 +29,7 @@
 pub mod argv;
 pub mod bench;
 pub mod local;
+pub mod pbs;
 pub mod process;
 pub mod protocol;
 
