@@ -44,8 +44,21 @@ set -o pipefail
 step "tests: host, SDK, strategies, end-to-end"
 ALCF_TEST_SKIP_PLUGIN_BUILD=1 cargo test --workspace --exclude alcf-trainer 2>&1 | tee -a "$log"
 
+step "tests: the PBS Pro emulator (the test double of Aurora's scheduler)"
+# unittest prints "Ran N tests" and "OK"/"FAILED (failures=F, errors=E)"; both feed the closing line.
+bash tests/pbs/run-tests.sh 2>&1 | tee -a "$log"
+
 step "tests: alcf-trainer (release: real libtorch training runs)"
 cargo test -p alcf-trainer --release 2>&1 | tee -a "$log"
 
 # One closing line for all test binaries together.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+awk '
+  /^test result:/ { p += $4; f += $6 }
+  /^Ran [0-9]+ tests? in/ { ran = $2 }
+  /^(OK|FAILED)/ && ran != "" {
+    bad = 0
+    if (match($0, /failures=[0-9]+/)) bad += substr($0, RSTART + 9, RLENGTH - 9)
+    if (match($0, /errors=[0-9]+/)) bad += substr($0, RSTART + 7, RLENGTH - 7)
+    p += ran - bad; f += bad; ran = ""
+  }
+  END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

@@ -63,7 +63,7 @@ fn fmt_s(s: f64) -> String {
 
 fn machine() -> String {
     // CPU and cores as `compare` records them, plus the load: benchmarks here share the machine.
-    let m = alcf_host::compare::report::machine();
+    let m = alcf_host::machine::machine();
     let load =
         std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(String::from));
     format!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::space::{Choice, Domain, Param, SearchSpace};
+use crate::space::{Choice, Domain, InvalidAssignment, Param, SearchSpace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,6 +82,8 @@ struct FileStudy {
     seed: Option<u64>,
     space: Option<Spanned<String>>,
     root: Option<String>,
+    retries: Option<u32>,
+    enqueue: Option<Vec<Spanned<toml::Table>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +111,8 @@ enum FileExecutor {
         timeout_s: Option<f64>,
         #[serde(default)]
         env: BTreeMap<String, String>,
+        #[serde(default)]
+        rerun: Rerun,
     },
 }
 
@@ -144,7 +148,40 @@ impl Default for StrategyConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecutorConfig {
     Bench { function: String, dim: Option<usize>, delay: Option<Duration> },
-    Local { command: Vec<String>, timeout: Option<Duration>, env: BTreeMap<String, String>, workdir: PathBuf },
+    Local(LocalConfig),
+}
+
+/// The `[executor]` section for `kind = "local"`: each trial is a subprocess on this machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LocalConfig {
+    /// argv template, e.g. `["python3", "train.py", "--lr", "{lr}", "--out", "{trial_dir}"]`.
+    /// Placeholders: any search-space parameter, `{trial_dir}` (absolute), `{trial_id}`, `{attempt}`,
+    /// `{slot}`, `{config_dir}` (absolute directory of the study config) and `{params}` (absolute
+    /// path of params.json); `{{` and `}}` are literal braces.
+    pub command: Vec<String>,
+    /// Wall-clock limit per trial, counted from its start.
+    pub timeout: Option<Duration>,
+    /// Extra environment for the trial program, on top of the host's own. Values may use the
+    /// placeholders of `command` (`CUDA_VISIBLE_DEVICES = "{slot}"`).
+    pub env: BTreeMap<String, String>,
+    /// Absolute directory of the configuration file: the base for a relative program path such as
+    /// `./train.sh` and the value of `{config_dir}`. `None` means the host's working directory.
+    pub workdir: Option<PathBuf>,
+    /// What a re-run attempt of a trial finds in its directory.
+    pub rerun: Rerun,
+}
+
+/// What a re-run attempt of a trial (after a crash, a cancel or a lost job) finds in its directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rerun {
+    /// The earlier attempt's directory is moved aside (`000007.attempt-1`); the program starts clean.
+    #[default]
+    Fresh,
+    /// The directory is kept as the earlier attempt left it (its logs are renamed
+    /// `stdout.attempt-N.log`), so a program that continues from its own checkpoint there
+    /// (`alcf-trainer train --resume`) picks up where it stopped.
+    Resume,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +199,23 @@ pub struct Config {
     pub space: Option<SearchSpace>,
     pub strategy: StrategyConfig,
     pub executor: Option<ExecutorConfig>,
+    /// How many times a trial that failed for a system reason (node lost, walltime, preempted) is
+    /// run again (`[study] retries`, default 1). Failures of the trial program itself are final.
+    pub retries: u32,
+    /// `[[study.enqueue]]`: trials the user chose, to run first, as parameter name -> value. When
+    /// the config has a search space they are validated against it at load and in their stored
+    /// form ([`crate::space::Assignment::to_json`]); otherwise (a bench function's space) they are
+    /// as written, to be checked with [`Config::check_enqueue`].
+    pub enqueue: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Where each `enqueue` entry was written, for errors found once the space is known.
+    enqueue_at: Vec<EnqueueAt>,
+}
+
+/// The line of an `[[study.enqueue]]` entry and of each of its keys.
+#[derive(Debug, Clone, Default)]
+struct EnqueueAt {
+    line: usize,
+    keys: BTreeMap<String, usize>,
 }
 
 impl Default for Config {
@@ -179,6 +233,9 @@ impl Default for Config {
             space: None,
             strategy: StrategyConfig::default(),
             executor: None,
+            retries: 1,
+            enqueue: Vec::new(),
+            enqueue_at: Vec::new(),
         }
     }
 }
@@ -202,7 +259,12 @@ impl Config {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         let lines = Lines(text);
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so `{config_dir}` of `--config study.toml` (a bare file name) is a real directory.
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
         let invalid = |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
             path: path.into(),
             line: lines.line(span.start),
@@ -218,6 +280,7 @@ impl Config {
         config.trials = s.trials;
         config.seed = s.seed.unwrap_or(0);
         config.root = s.root.map(|r| base.join(r));
+        config.retries = s.retries.unwrap_or(1);
         if let Some(p) = s.parallel {
             if *p.get_ref() == 0 {
                 return Err(invalid(p.span(), "study.parallel", "must be at least 1".into()));
@@ -246,6 +309,32 @@ impl Config {
             }
             (None, Some(table)) => config.space = Some(space_from_table(table, text, path)?),
             (None, None) => {}
+        }
+
+        for entry in s.enqueue.unwrap_or_default() {
+            let span = entry.span();
+            let table = entry.into_inner();
+            let at = EnqueueAt {
+                line: lines.line(span.start),
+                keys: table.keys().map(|k| (k.clone(), key_line(text, span.clone(), k, &lines))).collect(),
+            };
+            let i = config.enqueue.len();
+            let json = match serde_json::to_value(&table) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        path: path.into(),
+                        line: at.line,
+                        field: format!("study.enqueue[{i}]"),
+                        message: "must be a table of parameter values".into(),
+                    });
+                }
+            };
+            config.enqueue.push(json);
+            config.enqueue_at.push(at);
+        }
+        if let Some(space) = &config.space {
+            config.enqueue = config.check_enqueue(space)?;
         }
 
         if let Some(st) = file.strategy {
@@ -291,7 +380,7 @@ impl Config {
                 FileExecutor::Bench { function, dim, delay_s } => {
                     ExecutorConfig::Bench { function, dim, delay: delay_s.map(|d| Duration::from_secs_f64(d.max(0.0))) }
                 }
-                FileExecutor::Local { command, timeout_s, env } => {
+                FileExecutor::Local { command, timeout_s, env, rerun } => {
                     if command.is_empty() {
                         return Err(invalid(span, "executor.command", "must name a program".into()));
                     }
@@ -301,12 +390,69 @@ impl Config {
                         }
                         t => t.map(Duration::from_secs_f64),
                     };
-                    ExecutorConfig::Local { command, timeout, env, workdir: base.clone() }
+                    ExecutorConfig::Local(LocalConfig { command, timeout, env, workdir: Some(base.clone()), rerun })
                 }
             });
         }
         Ok(config)
     }
+}
+
+impl Config {
+    /// Validates the `[[study.enqueue]]` entries against `space` and returns them in stored form.
+    /// An error names the file, the line and `study.enqueue[i].PARAM`.
+    pub fn check_enqueue(
+        &self,
+        space: &SearchSpace,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ConfigError> {
+        let path = self.source.clone().unwrap_or_default();
+        self.enqueue
+            .iter()
+            .enumerate()
+            .map(|(i, params)| {
+                let at = self.enqueue_at.get(i).cloned().unwrap_or_default();
+                space.validate_json(params).map(|a| a.to_json(space)).map_err(|e| {
+                    let name = match &e {
+                        InvalidAssignment::Missing { name }
+                        | InvalidAssignment::Unknown { name, .. }
+                        | InvalidAssignment::Repeated { name }
+                        | InvalidAssignment::WrongType { name, .. }
+                        | InvalidAssignment::OutOfRange { name, .. }
+                        | InvalidAssignment::NotFinite { name, .. } => name.clone(),
+                    };
+                    // A missing parameter has no line of its own: the entry's is the place to add it.
+                    let line = at.keys.get(&name).copied().unwrap_or(at.line.max(1));
+                    ConfigError::Invalid {
+                        path: path.clone(),
+                        line,
+                        field: format!("study.enqueue[{i}].{name}"),
+                        message: e.to_string(),
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// The line where `key = ...` is first written in the entry that starts at `span` of `text`, or
+/// the entry's first line. The span of an `[[array]]` table is its header only, so the entry's
+/// keys are looked for up to the next table header.
+fn key_line(text: &str, span: std::ops::Range<usize>, key: &str, lines: &Lines<'_>) -> usize {
+    let start = span.start.min(text.len());
+    let after = span.end.clamp(start, text.len());
+    let end = text[after..].find("\n[").map_or(text.len(), |i| after + i);
+    let region = &text[start..end];
+    let mut from = 0;
+    while let Some(found) = region[from..].find(key) {
+        let at = from + found;
+        let before_ok = region[..at].chars().next_back().is_none_or(|c| c.is_whitespace() || c == '{' || c == ',');
+        let after = region[at + key.len()..].trim_start_matches([' ', '\t']);
+        if before_ok && after.starts_with('=') {
+            return lines.line(start + at);
+        }
+        from = at + key.len();
+    }
+    lines.line(start)
 }
 
 /// Reads a reusable search-space file: a TOML file with a `[space]` table (or the parameters at top level).
@@ -487,6 +633,76 @@ epochs = { type = "int", low = 1, high = 5 }
         let text = "[study]\nparallel = 0\n";
         let e = Config::parse(text, Path::new("v.toml")).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("study.parallel"), "{e}");
+    }
+
+    const SPACE: &str = "
+[space]
+lr = { type = \"float\", low = 1e-5, high = 1e-1, log = true }
+batch = { type = \"choice\", values = [32, 64] }
+epochs = { type = \"int\", low = 1, high = 5 }
+";
+
+    #[test]
+    fn retries_and_enqueued_trials_parse() {
+        let c = Config::parse("[study]\nname = \"a\"\n", Path::new("a.toml")).unwrap();
+        assert_eq!((c.retries, c.enqueue.len()), (1, 0));
+
+        let text = format!(
+            "[study]\nretries = 3\n\n[[study.enqueue]]\nlr = 0.01\nbatch = 64\nepochs = 2\n\n\
+             [[study.enqueue]]\nepochs = 5\nlr = 1e-3\nbatch = \"32\"\n{SPACE}"
+        );
+        let c = Config::parse(&text, Path::new("b.toml")).unwrap();
+        assert_eq!(c.retries, 3);
+        assert_eq!(c.enqueue.len(), 2);
+        // Stored form: typed choice values, whichever way they were written.
+        assert_eq!(
+            serde_json::Value::Object(c.enqueue[0].clone()),
+            serde_json::json!({"lr": 0.01, "batch": 64, "epochs": 2})
+        );
+        assert_eq!(c.enqueue[1]["batch"], serde_json::json!(32));
+
+        let e = Config::parse("[study]\nretries = -1\n", Path::new("r.toml")).unwrap_err().to_string();
+        assert!(e.contains("r.toml") && e.contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn enqueued_trials_are_checked_against_the_space() {
+        let bad = |entries: &str| {
+            let text = format!("[study]\nname = \"a\"\n\n{entries}{SPACE}");
+            Config::parse(&text, Path::new("q.toml")).unwrap_err().to_string()
+        };
+        // Out of range: the line of the parameter.
+        let e = bad(
+            "[[study.enqueue]]\nlr = 0.01\nbatch = 64\nepochs = 2\n\n[[study.enqueue]]\nlr = 0.5\nbatch = 64\nepochs = 2\n",
+        );
+        assert!(e.contains("q.toml, line 10: field `study.enqueue[1].lr`") && e.contains("out of range"), "{e}");
+        // Missing: the entry's line.
+        let e = bad("[[study.enqueue]]\nlr = 0.01\nbatch = 64\n");
+        assert!(e.contains("line 4: field `study.enqueue[0].epochs`") && e.contains("missing"), "{e}");
+        // Extra.
+        let e = bad("[[study.enqueue]]\nlr = 0.01\nbatch = 64\nepochs = 2\nmomentum = 0.9\n");
+        assert!(
+            e.contains("line 8: field `study.enqueue[0].momentum`") && e.contains("not in the search space"),
+            "{e}"
+        );
+        // Wrong type.
+        let e = bad("[[study.enqueue]]\nlr = 0.01\nbatch = 64\nepochs = 2.5\n");
+        assert!(e.contains("line 7: field `study.enqueue[0].epochs`") && e.contains("wrong type"), "{e}");
+        // The inline form names the line too.
+        let text = format!("[study]\nname = \"a\"\nenqueue = [{{ lr = 0.01, batch = 64, epochs = 9 }}]\n{SPACE}");
+        let e = Config::parse(&text, Path::new("i.toml")).unwrap_err().to_string();
+        assert!(e.contains("i.toml, line 3: field `study.enqueue[0].epochs`"), "{e}");
+
+        // Without a space in the config (a bench function), they are checked once the space is known.
+        let text = "[study]\n[[study.enqueue]]\nx1 = 0.5\nx2 = 9.0\n";
+        let c = Config::parse(text, Path::new("bench.toml")).unwrap();
+        let space = SearchSpace::new(vec![
+            Param { name: "x1".into(), domain: Domain::Float { low: 0.0, high: 1.0, log: false } },
+            Param { name: "x2".into(), domain: Domain::Float { low: 0.0, high: 1.0, log: false } },
+        ])
+        .unwrap();
+        let e = c.check_enqueue(&space).unwrap_err().to_string();
+        assert!(e.contains("bench.toml, line 4: field `study.enqueue[0].x2`"), "{e}");
     }
 
     #[test]

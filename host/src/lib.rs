@@ -1,20 +1,22 @@
 //! alcf-host: hyperparameter search where strategies are sandboxed WebAssembly plugins.
 //!
-//! See docs/ARCHITECTURE.md for the bird's-eye view. Module map:
+//! This is the library; the `alcf-host` binary (src/main.rs, src/cli/) parses arguments, shows
+//! progress and sets up logging on top of it. See docs/ARCHITECTURE.md for the bird's-eye view.
+//! Module map:
 //! - [`space`]: search spaces, assignments and their validation (shared vocabulary).
 //! - [`config`]: the TOML study configuration.
-//! - [`study`]: the study database (SQLite).
+//! - [`study`]: the study database (SQLite) and its lock.
+//! - [`trial`]: the trial lifecycle every driver goes through.
 //! - [`plugin`]: the wasmtime runtime that loads and sandboxes strategy plugins.
-//! - [`executor`]: how trials run (bench functions, local subprocesses).
-//! - [`campaign`]: the ask/tell loop that ties them together.
-//! - [`compare`]: `alcf-host compare`, strategies side by side, with a report (tables, raw trials, plots).
+//! - [`executor`]: how trials run (bench functions, local subprocesses) and the contract for remote ones.
+//! - [`campaign`]: the ask/tell loop that ties them together, and its events.
 
 pub mod campaign;
-pub mod commands;
-pub mod compare;
 pub mod config;
 pub mod executor;
+pub mod machine;
 pub mod plugin;
-pub mod progress;
 pub mod space;
 pub mod study;
+pub mod trial;
+pub mod utc;

@@ -1,11 +1,51 @@
-//! The `alcf-host` command line: parses arguments and hands off to `alcf_host::commands`.
+//! The `alcf-host` command line: parses arguments, hands off to `cli`, and maps outcomes to exit
+//! codes (documented in README.md, "Exit status").
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use alcf_host::commands::{self, RunOptions};
+use alcf_host::campaign::{StopReason, Summary};
+use cli::run::RunOptions;
+
+/// The exit statuses of `alcf-host`. Scripts (and a PBS job that runs the host) can tell from
+/// them whether to resume, fix the config, or look at the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// The run reached its budget or time, or the strategy finished, and a trial completed.
+    Ok = 0,
+    /// An error before or outside the run: the config, a plugin that cannot load, a busy study;
+    /// or a configuration error the run found (plugin options, an objective no trial writes).
+    Error = 1,
+    /// The command line itself is wrong (clap's own status).
+    Usage = 2,
+    /// The plugin failed beyond its restarts, or kept proposing invalid trials.
+    Plugin = 3,
+    /// Trials could not be started: the executor or the trial program.
+    Executor = 4,
+    /// The run ended normally, but not one trial of the study has completed.
+    NoneCompleted = 5,
+    /// Interrupted (Ctrl-C, SIGTERM or SIGHUP once): resumable with --resume.
+    Interrupted = 130,
+    /// Cancelled (the second Ctrl-C): running trials were stopped; they re-run on --resume.
+    Cancelled = 131,
+}
+
+fn exit_of(summary: &Summary) -> Exit {
+    match summary.reason {
+        StopReason::Budget | StopReason::Time | StopReason::StrategyDone => {
+            if summary.tally.completed == 0 && summary.tally.total > 0 { Exit::NoneCompleted } else { Exit::Ok }
+        }
+        StopReason::Interrupted => Exit::Interrupted,
+        StopReason::Cancelled => Exit::Cancelled,
+        StopReason::PluginFailed(_) => Exit::Plugin,
+        StopReason::PluginOptions(_) | StopReason::ObjectiveMissing(_) => Exit::Error,
+        StopReason::ExecutorFailed(_) => Exit::Executor,
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -95,31 +135,58 @@ enum StudyCommand {
         root: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Print each failed trial's whole stored log tail [default: its last 10 lines].
+        #[arg(long)]
+        log: bool,
+    },
+    /// Put a trial of your choosing first in line (validated against the study's space).
+    Enqueue {
+        name: String,
+        /// Parameter values as a JSON object, e.g. '{"lr": 0.01, "batch": 64}'.
+        #[arg(long, value_name = "JSON")]
+        params: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Release the lock of a study whose host is gone (refused while the holder runs on this host).
+    Unlock {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { Exit::Ok as u8 });
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            cli::console(&format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::from(Exit::Error as u8);
         }
     };
-    let result = runtime.block_on(async {
+    cli::logging::init();
+    let result: anyhow::Result<Exit> = runtime.block_on(async {
         match cli.command {
             Command::Run(opts) => {
-                let summary = commands::run(opts).await?;
-                if let alcf_host::campaign::StopReason::PluginFailed(m)
-                | alcf_host::campaign::StopReason::ExecutorFailed(m) = &summary.reason
+                let summary = cli::run::run(opts).await?;
+                if let StopReason::PluginFailed(m)
+                | StopReason::PluginOptions(m)
+                | StopReason::ExecutorFailed(m)
+                | StopReason::ObjectiveMissing(m) = &summary.reason
                 {
-                    anyhow::bail!("{m}");
+                    cli::console(&format!("error: {m}"));
                 }
-                Ok(())
+                Ok(exit_of(&summary))
             }
             Command::Compare { strategies, objective, config, trials, repeats, parallel, seed, out, jobs, quiet } => {
-                let opts = alcf_host::compare::CompareOptions {
+                let opts = cli::compare::CompareOptions {
                     strategies,
                     objective,
                     config,
@@ -131,26 +198,37 @@ fn main() -> ExitCode {
                     jobs,
                     quiet,
                 };
-                alcf_host::compare::compare(opts).await.map(|_| ())
+                cli::compare::compare(opts).await.map(|_| Exit::Ok)
             }
-            Command::Plugin { command: PluginCommand::Inspect { file, json } } => commands::inspect(&file, json).await,
+            Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
+                cli::plugin::inspect(&file, json).await.map(|_| Exit::Ok)
+            }
             Command::Study { command: StudyCommand::List { root, json } } => {
-                commands::study_list(&root.unwrap_or_else(commands::default_root), json)
+                cli::study::study_list(&root.unwrap_or_else(cli::default_root), json).map(|_| Exit::Ok)
             }
-            Command::Study { command: StudyCommand::Show { name, root, json } } => {
-                commands::study_show(&root.unwrap_or_else(commands::default_root), &name, json)
+            Command::Study { command: StudyCommand::Show { name, root, json, log } } => {
+                cli::study::study_show(&root.unwrap_or_else(cli::default_root), &name, json, log).map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::Enqueue { name, params, root } } => {
+                cli::study::study_enqueue(&root.unwrap_or_else(cli::default_root), &name, &params).map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::Unlock { name, root } } => {
+                cli::study::study_unlock(&root.unwrap_or_else(cli::default_root), &name).map(|_| Exit::Ok)
             }
         }
     });
+    // A plugin call still running (a `suggest` that an interrupt made moot) must not hold the
+    // process: its answer is not needed, and nothing is lost by leaving it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(exit) => ExitCode::from(exit as u8),
         // `alcf-host study show X | head` closes the pipe early: not an error.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            cli::console(&format!("error: {e:#}"));
+            ExitCode::from(Exit::Error as u8)
         }
     }
 }

@@ -171,6 +171,36 @@ impl SearchSpace {
     }
 }
 
+impl SearchSpace {
+    /// Checks an assignment written by a person as JSON (`[[study.enqueue]]`, `study enqueue
+    /// --params`): every parameter exactly once, of the right type, in range. A whole number is
+    /// accepted for a float parameter (`lr = 1`); a choice may be given as its value or its label.
+    /// The result's [`Assignment::to_json`] is the stored form.
+    pub fn validate_json(&self, json: &serde_json::Map<String, Json>) -> Result<Assignment, InvalidAssignment> {
+        let mut proposed = Vec::with_capacity(json.len());
+        for (name, j) in json {
+            let Some(p) = self.param(name) else {
+                return Err(InvalidAssignment::Unknown {
+                    name: name.clone(),
+                    known: self.names().collect::<Vec<_>>().join(", "),
+                });
+            };
+            let wrong = || InvalidAssignment::WrongType {
+                name: name.clone(),
+                value: j.to_string(),
+                expected: p.domain.describe(),
+            };
+            let v = match &p.domain {
+                Domain::Float { .. } => Value::Float(j.as_f64().ok_or_else(wrong)?),
+                Domain::Int { .. } => Value::Int(j.as_i64().ok_or_else(wrong)?),
+                Domain::Choice(_) => Value::Choice(Choice::from_json(j.clone()).map_err(|_| wrong())?.label),
+            };
+            proposed.push((name.clone(), v));
+        }
+        self.validate(&proposed)
+    }
+}
+
 fn check_param(p: &Param) -> Result<(), SpaceError> {
     let bad = |reason: String| SpaceError::BadParam { name: p.name.clone(), reason };
     if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
@@ -428,6 +458,32 @@ mod tests {
         let mut v = ok();
         v[1].1 = Value::Float(f64::NAN);
         assert!(matches!(s.validate(&v), Err(InvalidAssignment::NotFinite { .. })));
+    }
+
+    #[test]
+    fn json_assignments_are_checked_like_plugin_ones() {
+        let s = space();
+        let json = |text: &str| match serde_json::from_str::<Json>(text).unwrap() {
+            Json::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let a = s.validate_json(&json(r#"{"batch": 64, "lr": 0.01, "epochs": 3}"#)).unwrap();
+        assert_eq!(a, s.validate(&ok()).unwrap());
+        // A label for a numeric choice and a whole number for a float are what a person writes.
+        let b = s.validate_json(&json(r#"{"batch": "64", "lr": 1e-2, "epochs": 3}"#)).unwrap();
+        assert_eq!(b.to_json(&s)["batch"], Json::from(64));
+        let err = |t: &str| s.validate_json(&json(t)).unwrap_err();
+        assert_eq!(err(r#"{"batch": 64, "lr": 0.01}"#), InvalidAssignment::Missing { name: "epochs".into() });
+        assert!(matches!(err(r#"{"batch": 64, "lr": 0.01, "epochs": 3, "wd": 1}"#),
+            InvalidAssignment::Unknown { name, .. } if name == "wd"));
+        assert!(matches!(err(r#"{"batch": 64, "lr": 0.01, "epochs": 3.0}"#),
+            InvalidAssignment::WrongType { name, .. } if name == "epochs"));
+        assert!(matches!(err(r#"{"batch": 64, "lr": "fast", "epochs": 3}"#),
+            InvalidAssignment::WrongType { name, .. } if name == "lr"));
+        assert!(matches!(err(r#"{"batch": 128, "lr": 0.01, "epochs": 3}"#),
+            InvalidAssignment::OutOfRange { name, .. } if name == "batch"));
+        assert!(matches!(err(r#"{"batch": 64, "lr": 0.5, "epochs": 3}"#),
+            InvalidAssignment::OutOfRange { name, .. } if name == "lr"));
     }
 
     #[test]

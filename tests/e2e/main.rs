@@ -3,6 +3,7 @@
 
 mod cli;
 mod compare;
+mod newuser;
 mod resume;
 mod sandbox;
 mod strategies;

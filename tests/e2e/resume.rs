@@ -96,8 +96,10 @@ fn sigkill_mid_run_then_resume_loses_nothing_and_reaches_the_budget() {
         before.iter().filter(|(_, s, _)| s == "completed").map(|(id, _, v)| (*id, *v)).collect();
     assert!(completed_before.len() >= 4);
     assert!(before.len() < BUDGET, "the kill came too late to test anything");
+    // Trials die with the host (PR_SET_PDEATHSIG); wait until none is left, so an orphan could not
+    // write the ledger after it was read.
+    wait_until_no_process_runs_in(&study.join("trials"));
     let runs_before = ledger(dir.path());
-    std::thread::sleep(Duration::from_millis(500)); // orphans, if any, would finish now
 
     // A second start without --resume refuses to clobber the study.
     let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet"], &cache);
@@ -168,6 +170,37 @@ fn resume_with_a_bench_study_extends_it() {
     assert_eq!(values.len(), 50, "no point was proposed twice");
 }
 
+/// Waits until no process has its working directory under `dir` (every trial process is gone).
+fn wait_until_no_process_runs_in(dir: &Path) {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let start = Instant::now();
+    loop {
+        let busy = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)));
+        if !busy {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "trial processes outlived the killed host");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads the child's stderr until a line contains `needle`; returns everything read so far.
+fn read_until(stderr: &mut impl std::io::BufRead, needle: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).unwrap();
+        seen.push_str(&line);
+        assert!(n > 0, "stderr ended before `{needle}`: {seen}");
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+}
+
 /// Waits until the study has at least `n` trials in `state`.
 fn wait_for(study: &Path, state: &str, n: usize, child: &mut std::process::Child) {
     let start = Instant::now();
@@ -194,7 +227,7 @@ fn ctrl_c_stops_submitting_and_waits_for_running_trials() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(130), "an interrupted run says so in its exit status: {stderr}");
     assert!(stderr.contains("Interrupted: no new trials"), "{stderr}");
     let trials = trial_states(&study);
     assert!(trials.len() < BUDGET, "it kept submitting");
@@ -221,19 +254,34 @@ fn second_ctrl_c_cancels_running_trials_which_rerun_on_resume() {
     let mut child = spawn_run(&cfg, &cache, Stdio::piped());
     wait_for(&study, "running", 3, &mut child);
     let start = Instant::now();
-    for _ in 0..2 {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let out = child.wait_with_output().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // The second Ctrl-C only after the host said it took the first: an event, not a sleep.
+    let mut seen = read_until(&mut stderr, "Interrupted: no new trials");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let status = child.wait().unwrap();
     assert!(start.elapsed() < Duration::from_secs(20), "cancel did not stop the 30 s trials");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Cancelling 3 running trial(s)"), "{stderr}");
+    assert_eq!(status.code(), Some(131), "a cancelled run says so in its exit status: {seen}");
+    assert!(seen.contains("Cancelling 3 running trial(s)"), "{seen}");
     let trials = trial_states(&study);
     assert_eq!(trials.len(), 3);
-    assert!(trials.iter().all(|(_, s, _)| s == "running"), "cancelled trials stay resumable: {trials:?}");
+    assert!(trials.iter().all(|(_, s, _)| s == "cancelled"), "cancelled trials are recorded as such: {trials:?}");
     assert!(!dir.path().join("ledger").exists(), "no cancelled trial reached its end");
+
+    // On resume the cancelled trials run again, as new attempts, and finish.
+    std::fs::write(
+        dir.path().join("trial.sh"),
+        std::fs::read_to_string(dir.path().join("trial.sh")).unwrap().replace("sleep 30", "sleep 0.1"),
+    )
+    .unwrap();
+    let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet", "--resume", "--trials", "3"], &cache);
+    assert!(out.status.success(), "{}", text(&out));
+    let trials = trial_states(&study);
+    assert!(trials.iter().all(|(_, s, _)| s == "completed"), "{trials:?}");
+    assert_eq!(ledger(dir.path()).len(), 3, "each cancelled trial ran once more");
 }
 
 #[test]
@@ -266,7 +314,10 @@ fn resume_with_a_changed_config_keeps_the_study_and_says_so() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("warning: the search space in the config differs from the study's"), "{t}");
-    assert!(t.contains("warning: the objective in the config (`z`) is not the study's; `y` is used"), "{t}");
+    assert!(
+        t.contains("warning: the objective in the config (`z`) is not the study's; `y` is kept because 3 trial(s) completed with it"),
+        "{t}"
+    );
     let trials = trial_states(&dir.path().join("studies/killed"));
     assert_eq!(trials.len(), 5);
     assert!(

@@ -31,7 +31,14 @@ pub fn ensure_built() {
             .status()
             .expect("run cargo");
         assert!(status.success(), "building alcf-host failed");
-        let wanted = [plugin("random"), guest("hostile"), guest("future_abi"), guest("not_a_plugin")];
+        let wanted = [
+            plugin("random"),
+            plugin("gp_ucb"),
+            guest("hostile"),
+            guest("kernels"),
+            guest("future_abi"),
+            guest("not_a_plugin"),
+        ];
         if std::env::var_os("ALCF_TEST_SKIP_PLUGIN_BUILD").is_none() || wanted.iter().any(|p| !p.exists()) {
             let status = Command::new("bash")
                 .args(["scripts/build-plugins.sh", "--tests"])

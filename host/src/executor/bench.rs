@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use alcf_testfns::{ParamKind, ParamValue, TestFunction};
 
-use super::{BoxFuture, Executor, ExecutorError, JobId, RunReport, TrialSpec};
+use super::{BoxFuture, Executor, ExecutorError, JobHandle, MetricsSink, RunReport, TrialSpec};
 use crate::space::{Choice, Domain, Param, SearchSpace, Value};
 
 /// The metric name under which a bench trial reports its function value.
 pub const METRIC: &str = "value";
+
+/// `executor.function` (or `--objective bench:NAME`) names no test function.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("unknown bench function: {0}")]
+pub struct UnknownFunction(#[from] pub alcf_testfns::UnknownFunction);
 
 pub struct BenchExecutor {
     function: TestFunction,
@@ -18,9 +23,8 @@ pub struct BenchExecutor {
 }
 
 impl BenchExecutor {
-    pub fn new(name: &str, dim: Option<usize>, delay: Option<Duration>) -> Result<BenchExecutor, ExecutorError> {
-        let function = alcf_testfns::by_name(name, dim)
-            .map_err(|e| ExecutorError::Other(format!("unknown bench function: {e}")))?;
+    pub fn new(name: &str, dim: Option<usize>, delay: Option<Duration>) -> Result<BenchExecutor, UnknownFunction> {
+        let function = alcf_testfns::by_name(name, dim)?;
         Ok(BenchExecutor { function, delay })
     }
 
@@ -73,28 +77,103 @@ impl Executor for BenchExecutor {
         "bench"
     }
 
+    fn describe(&self) -> String {
+        format!("bench:{}", self.function.name)
+    }
+
     fn jobs_outlive_host(&self) -> bool {
         false
     }
 
-    fn submit(&self, trial: &TrialSpec) -> BoxFuture<Result<JobId, ExecutorError>> {
-        let job = JobId(format!("bench-{}", trial.id));
-        Box::pin(async move { Ok(job) })
+    fn submit(&self, batch: Vec<TrialSpec>) -> BoxFuture<Result<Vec<Result<JobHandle, ExecutorError>>, ExecutorError>> {
+        // A trial that lacks one of the function's parameters (a `[space]` in the config that does
+        // not match it) fails here, on its own, rather than in `wait`.
+        let jobs = batch
+            .iter()
+            .map(|trial| self.evaluate(trial).map(|_| JobHandle::new(format!("bench-{}", trial.id))))
+            .collect();
+        Box::pin(async move { Ok(jobs) })
     }
 
-    fn wait(&self, trial: &TrialSpec, _job: &JobId) -> BoxFuture<Result<RunReport, ExecutorError>> {
-        let value = self.evaluate(trial);
+    fn wait(
+        &self,
+        trial: TrialSpec,
+        _job: JobHandle,
+        _metrics: MetricsSink,
+    ) -> BoxFuture<Result<RunReport, ExecutorError>> {
+        // Bench trials have no intermediate metrics: nothing is sent to the sink.
+        let value = self.evaluate(&trial);
         let delay = self.delay;
         Box::pin(async move {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
             let value = value?;
-            Ok(RunReport { metrics: [(METRIC.to_string(), value)].into(), ..RunReport::default() })
+            Ok(if value.is_finite() {
+                RunReport { metrics: [(METRIC.to_string(), value)].into(), ..RunReport::default() }
+            } else {
+                RunReport { non_numeric: vec![(METRIC.to_string(), value.to_string())], ..RunReport::default() }
+            })
         })
     }
 
-    fn cancel(&self, _job: &JobId) -> BoxFuture<Result<(), ExecutorError>> {
+    fn cancel(&self, _jobs: Vec<JobHandle>) -> BoxFuture<Result<(), ExecutorError>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(bench: &BenchExecutor, space: &SearchSpace, x: f64) -> TrialSpec {
+        let proposed: Vec<(String, Value)> = space.names().map(|n| (n.to_string(), Value::Float(x))).collect();
+        let params = space.validate(&proposed).unwrap();
+        TrialSpec {
+            id: 3,
+            attempt: 1,
+            params_json: params.to_json(space),
+            params,
+            dir: "/nonexistent".into(),
+            job_name: crate::executor::job_name(&bench.function.name, 3, 1),
+            slot: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn evaluates_in_batches_without_metrics_lines() {
+        let bench = BenchExecutor::new("branin", None, None).unwrap();
+        assert_eq!(bench.describe(), "bench:branin");
+        let space = bench.space();
+        let t = spec(&bench, &space, 1.0);
+        let jobs = bench.submit(vec![t.clone(), t.clone()]).await.unwrap();
+        assert_eq!(jobs.len(), 2);
+        let job = jobs.into_iter().next().unwrap().unwrap();
+        assert_eq!(job, JobHandle::new("bench-3"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = bench.wait(t.clone(), job, tx).await.unwrap();
+        assert_eq!(report.metrics.get(METRIC).copied(), bench.evaluate(&t).ok());
+        assert_eq!(report.failure, None);
+        assert!(rx.recv().await.is_none(), "no metrics lines, and the sender is gone");
+
+        // A trial without the function's parameters fails on its own in the batch.
+        let other = SearchSpace::new(vec![Param {
+            name: "z".into(),
+            domain: Domain::Float { low: 0.0, high: 1.0, log: false },
+        }])
+        .unwrap();
+        let wrong = spec(&bench, &other, 0.5);
+        let jobs = bench.submit(vec![t, wrong]).await.unwrap();
+        assert!(jobs[0].is_ok());
+        assert!(matches!(&jobs[1], Err(ExecutorError::Submit { trial: 3, message }) if message.contains("`x")));
+    }
+
+    #[test]
+    fn an_unknown_function_is_a_typed_error() {
+        let Err(err) = BenchExecutor::new("branni", None, None) else { panic!("branni is no test function") };
+        let msg = err.to_string();
+        assert!(msg.starts_with("unknown bench function: ") && msg.contains("branin"), "{msg}");
+        let build = crate::executor::BuildError::from(err);
+        assert!(build.to_string().contains("branni"), "{build}");
     }
 }

@@ -1,23 +1,28 @@
 //! The plugin runtime: loads strategy components, sandboxes them, and calls them under limits.
 //!
-//! - One [`wasmtime::Engine`] per process ([`PluginRuntime`]), with epoch interruption driven by a
-//!   ticker on its own OS thread, so a runaway guest is stopped even while it never yields.
+//! - One [`wasmtime::Engine`] per process ([`PluginRuntime::shared`]), with epoch interruption
+//!   driven by one ticker on its own OS thread, so a runaway guest is stopped even while it never
+//!   yields. (`PluginRuntime::new` makes a private engine, for tests and benchmarks.)
 //! - Compiled components are cached on disk, keyed by the component's SHA-256 and the engine's
 //!   compatibility hash (wasmtime version and compiler settings), so a second start skips Cranelift.
-//! - Each plugin instance lives in its own [`wasmtime::Store`] with a memory cap and a per-call CPU
-//!   deadline. After any trap the store is dropped: [`strategy::SandboxedStrategy`] rebuilds it by
-//!   replaying the study history.
+//! - Each plugin instance lives in its own [`wasmtime::Store`] with a memory cap and a deadline per
+//!   call: wall-clock time in the plugin, not counting time in host calls (`sandbox::CallClock`).
+//!   After any trap the store is dropped: [`strategy::SandboxedStrategy`] rebuilds it by replaying
+//!   the study history.
+//! - Host capabilities (`capability`) are granted per plugin from a registry of grants and backends.
 //!
 //! Plugins never see credentials, files, sockets, environment variables or arguments: WASI is
 //! linked with a context that grants nothing, and host capabilities are granted per plugin.
 
+pub mod capability;
+pub mod fault;
 pub mod sandbox;
 pub mod strategy;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -87,17 +92,66 @@ pub struct LoadedPlugin {
     pre: bindings::StrategyPluginPre<PluginState>,
 }
 
-pub struct PluginRuntime {
+/// The engine, the linker with every host capability, and the epoch ticker: made once per process
+/// (or once per [`PluginRuntime::new`]).
+struct EngineShared {
     engine: Engine,
     linker: Linker<PluginState>,
-    cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
 }
 
-impl Drop for PluginRuntime {
+impl Drop for EngineShared {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The WebAssembly engine could not be set up (an unsupported CPU, no threads left).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+impl EngineShared {
+    fn build() -> Result<EngineShared, EngineError> {
+        let failed = |e: wasmtime::Error| EngineError(format!("{e:#}"));
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(failed)?;
+
+        let mut linker = Linker::<PluginState>::new(&engine);
+        // WASI is linked (Rust guests import it even when they compute only) but its context grants
+        // nothing: no preopened directories, no sockets, no environment, stdin closed.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed)?;
+        // Every capability is linked; each call checks the plugin's grants (capability::CapabilitySet).
+        bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(failed)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.weak();
+        std::thread::Builder::new()
+            .name("alcf-epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch ticker thread: {e}")))?;
+        Ok(EngineShared { engine, linker, ticker_stop })
+    }
+}
+
+static SHARED: OnceLock<Arc<EngineShared>> = OnceLock::new();
+
+/// A handle on an engine plus where it caches compiled components. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    shared: Arc<EngineShared>,
+    cache_dir: Option<PathBuf>,
 }
 
 /// Where compiled components are cached unless configured otherwise.
@@ -112,37 +166,29 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl PluginRuntime {
-    /// Builds the engine, the linker with every host capability, and starts the epoch ticker.
-    /// `cache_dir = None` disables the compilation cache.
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginRuntime> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        let engine = Engine::new(&config)?;
-
-        let mut linker = Linker::<PluginState>::new(&engine);
-        // WASI is linked (Rust guests import it even when they compute only) but its context grants
-        // nothing: no preopened directories, no sockets, no environment, stdin closed.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let stop = ticker_stop.clone();
-        let ticking = engine.weak();
-        std::thread::Builder::new().name("alcf-epoch-ticker".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
+    /// The process-wide engine (built on first use, with its one ticker thread), caching compiled
+    /// components in `cache_dir` (`None`: no cache). Every command and every `compare` worker
+    /// shares it: one Cranelift configuration, one ticker, compiled code shared between loads.
+    pub fn shared(cache_dir: Option<PathBuf>) -> Result<PluginRuntime, EngineError> {
+        let shared = match SHARED.get() {
+            Some(s) => s.clone(),
+            None => {
+                let built = Arc::new(EngineShared::build()?);
+                // Two threads racing here each build one; the loser's is dropped (and its ticker stops).
+                SHARED.get_or_init(|| built).clone()
             }
-        })?;
-        Ok(PluginRuntime { engine, linker, cache_dir, ticker_stop })
+        };
+        Ok(PluginRuntime { shared, cache_dir })
+    }
+
+    /// A private engine with its own ticker, stopped when the last handle is dropped (tests that
+    /// must not share compiled code or epochs).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<PluginRuntime, EngineError> {
+        Ok(PluginRuntime { shared: Arc::new(EngineShared::build()?), cache_dir })
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.shared.engine
     }
 
     /// Reads, compiles (or loads from the cache), checks the ABI of, and links a strategy plugin.
@@ -150,6 +196,7 @@ impl PluginRuntime {
         let (component, summary) = self.compile(path)?;
         check_strategy(&summary)?;
         let pre = self
+            .shared
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link { path: path.into(), message: format!("{e:#}") })?;
@@ -168,7 +215,7 @@ impl PluginRuntime {
 
         let cache_file = self.cache_dir.as_ref().map(|dir| {
             let mut h = std::hash::DefaultHasher::new();
-            self.engine.precompile_compatibility_hash().hash(&mut h);
+            self.shared.engine.precompile_compatibility_hash().hash(&mut h);
             dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
         });
         let mut cached = false;
@@ -177,7 +224,7 @@ impl PluginRuntime {
             // SAFETY: the cache holds only artifacts this host serialized itself, named by the
             // content hash of their source and the engine's compatibility hash; wasmtime still
             // checks the header and version, and a failure falls back to compiling.
-            match unsafe { Component::deserialize_file(&self.engine, file) } {
+            match unsafe { Component::deserialize_file(&self.shared.engine, file) } {
                 Ok(c) => {
                     component = Some(c);
                     cached = true;
@@ -195,7 +242,7 @@ impl PluginRuntime {
                         message: "the file is a core module or not WebAssembly at all".into(),
                     });
                 }
-                let c = Component::new(&self.engine, &bytes).map_err(invalid)?;
+                let c = Component::new(&self.shared.engine, &bytes).map_err(invalid)?;
                 if let Some(file) = &cache_file {
                     store_in_cache(&c, file);
                 }
@@ -204,9 +251,9 @@ impl PluginRuntime {
         };
 
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> = ty.imports(&self.shared.engine).map(|(name, _)| name.to_string()).collect();
         let exports: Vec<String> = ty
-            .exports(&self.engine)
+            .exports(&self.shared.engine)
             .filter(|(_, item)| {
                 matches!(item.ty, ComponentItem::ComponentInstance(_) | ComponentItem::ComponentFunc(_))
             })
@@ -302,6 +349,18 @@ mod tests {
         assert!(compatible("0.1.3"));
         assert!(!compatible("0.2.0"));
         assert!(!compatible("1.1.0"));
+    }
+
+    #[test]
+    fn the_shared_runtime_is_one_engine_per_process() {
+        let a = PluginRuntime::shared(None).unwrap();
+        let b = PluginRuntime::shared(Some(std::env::temp_dir())).unwrap();
+        assert!(Engine::same(a.engine(), b.engine()), "one engine, whatever the cache directory");
+        let private = PluginRuntime::new(None).unwrap();
+        assert!(!Engine::same(a.engine(), private.engine()));
+        let handle = a.clone();
+        drop(a);
+        assert!(Engine::same(handle.engine(), b.engine()), "handles share it");
     }
 
     #[test]

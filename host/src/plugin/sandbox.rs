@@ -1,57 +1,33 @@
-//! A plugin's store data: its WASI context (which grants nothing), its memory cap, its grants and
-//! the host capabilities it may call.
+//! A plugin's store data: its WASI context (which grants nothing), its memory cap, its per-call
+//! clock, the bounded tail of its stderr, and the capabilities it may call
+//! ([`super::capability`], which also implements the WIT imports on [`PluginState`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::alcf::hpo::{llm, log, storage, types};
-use crate::study::StudyDb;
+use super::EPOCH_TICK;
+use super::bindings::alcf::hpo::types;
+use super::capability::CapabilitySet;
+use super::capability::log::{MAX_LINE, emit};
 
-/// Limits on plugin storage, so a plugin cannot fill the study database.
-const MAX_KEY_BYTES: usize = 256;
-const MAX_VALUE_BYTES: usize = 1 << 20;
-const MAX_STORAGE_BYTES: u64 = 64 << 20;
-/// Longest log line kept from a plugin; longer ones are cut.
-const MAX_LINE: usize = 4096;
-/// Lines of guest stderr kept for fault reports.
-const STDERR_TAIL: usize = 20;
+pub use super::capability::{Grants, Storage};
 
-/// Where a plugin's `storage` capability keeps its data.
-#[derive(Clone)]
-pub enum Storage {
-    /// The study database: survives restarts, shared by every instance of the study's plugin.
-    Study(Arc<StudyDb>),
-    /// In memory, for runs that keep no study (benchmarks, `plugin inspect`).
-    Memory(Arc<Mutex<HashMap<String, Vec<u8>>>>),
-}
+/// Lines of guest stderr kept for fault reports (each at most [`MAX_LINE`] bytes): enough for a
+/// Python traceback of a dozen frames followed by the runtime's own panic.
+pub const STDERR_TAIL_LINES: usize = 64;
 
-impl Storage {
-    pub fn memory() -> Storage {
-        Storage::Memory(Arc::default())
-    }
-}
-
-/// The capabilities a plugin was granted (`strategy.allow` in the config).
-#[derive(Clone, Debug, Default)]
-pub struct Grants {
-    pub log: bool,
-    pub storage: bool,
-    pub llm: bool,
-}
-
-impl Grants {
-    pub fn from_list(allow: &[String]) -> Grants {
-        let has = |c: &str| allow.iter().any(|a| a == c);
-        Grants { log: has("log"), storage: has("storage"), llm: has("llm") }
-    }
-}
+/// How often (in epoch ticks) a running guest yields to the async executor, so a long `suggest`
+/// does not starve other tasks on the same runtime (the deadline is re-checked each time).
+const YIELD_TICKS: u64 = 10;
 
 /// A memory cap that remembers why it refused, so a fault report can say "asked for 4 GiB, cap 512 MiB"
 /// instead of the guest's bare `unreachable` trap.
@@ -74,32 +50,77 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Guest stdout/stderr, forwarded line by line to the host log tagged with the plugin's name.
-/// The last stderr lines are kept: a Rust guest's panic message lands there, and fault reports quote it.
+/// The deadline of the current call: wall-clock time since the call started, minus the time spent
+/// in host calls (`llm`, `storage`) and in yields to the executor, must stay under `limit`. Host
+/// time is the host's to bound (each host call has its own timeout); the plugin is charged only
+/// for its own time.
+pub struct CallClock {
+    started: Instant,
+    limit: Duration,
+    /// Nanoseconds of host time in this call; shared with the yield futures.
+    host_ns: Arc<AtomicU64>,
+}
+
+impl CallClock {
+    fn new() -> CallClock {
+        CallClock { started: Instant::now(), limit: Duration::MAX, host_ns: Arc::default() }
+    }
+
+    fn start(&mut self, limit: Duration) {
+        self.started = Instant::now();
+        self.limit = limit;
+        self.host_ns.store(0, Ordering::Relaxed);
+    }
+
+    pub fn add_host_time(&self, d: Duration) {
+        self.host_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn host_time(&self) -> Duration {
+        Duration::from_nanos(self.host_ns.load(Ordering::Relaxed))
+    }
+
+    /// Time charged to the plugin in this call.
+    pub fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_time())
+    }
+
+    fn remaining(&self) -> Option<Duration> {
+        self.limit.checked_sub(self.guest_time()).filter(|d| !d.is_zero())
+    }
+}
+
+fn ticks_for(d: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    u64::try_from(d.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
+}
+
+/// Guest stdout/stderr, forwarded line by line to the host log (through the plugin's log budget)
+/// tagged with the plugin's name. Every stderr line also goes to a bounded tail, budget or not: a
+/// Rust panic message or a Python traceback lands there, and fault reports quote it.
 #[derive(Clone)]
 pub struct GuestOutput {
-    plugin: Arc<str>,
+    caps: CapabilitySet,
     stream: &'static str,
     partial: Arc<Mutex<Vec<u8>>>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+    /// The span the plugin was created in (the study's). WASI writes guest output from a task of
+    /// its own, outside that span; entering it again sends the lines to the study's host.log.
+    span: tracing::Span,
 }
 
 impl GuestOutput {
-    pub fn new(plugin: Arc<str>, stream: &'static str, tail: Arc<Mutex<VecDeque<String>>>) -> GuestOutput {
-        GuestOutput { plugin, stream, partial: Arc::default(), tail }
-    }
-
     fn emit(&self, line: &[u8]) {
-        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
-        let text = text.trim_end();
-        tracing::info!(target: "plugin", plugin = %self.plugin, stream = self.stream, "{text}");
-        if self.stream == "stderr" {
-            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-            if tail.len() == STDERR_TAIL {
+        let text = String::from_utf8_lossy(line);
+        if let Some(tail) = &self.tail {
+            let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+            if tail.len() == STDERR_TAIL_LINES {
                 tail.pop_front();
             }
-            tail.push_back(text.to_string());
+            tail.push_back(text.trim_end_matches('\r').to_string());
         }
+        let _in_study = self.span.enter();
+        emit(&self.caps, tracing::Level::INFO, Some(self.stream), text.trim_end());
     }
 
     fn write_bytes(&self, buf: &[u8]) {
@@ -145,21 +166,28 @@ impl tokio::io::AsyncWrite for GuestOutput {
 }
 
 pub struct PluginState {
-    pub plugin: Arc<str>,
+    pub(crate) caps: CapabilitySet,
     wasi: WasiCtx,
     table: ResourceTable,
     pub memory: MemoryCap,
-    pub grants: Grants,
-    storage: Storage,
-    pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    pub(crate) clock: CallClock,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl PluginState {
-    pub fn new(plugin: Arc<str>, grants: Grants, storage: Storage, memory_bytes: u64, seed: u64) -> PluginState {
+    pub fn new(caps: CapabilitySet, memory_bytes: u64, seed: u64) -> PluginState {
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let span = tracing::Span::current();
+        let output = |stream, tail| GuestOutput {
+            caps: caps.clone(),
+            stream,
+            partial: Arc::default(),
+            tail,
+            span: span.clone(),
+        };
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestOutput::new(plugin.clone(), "stdout", stderr_tail.clone()));
-        wasi.stderr(GuestOutput::new(plugin.clone(), "stderr", stderr_tail.clone()));
+        wasi.stdout(output("stdout", None));
+        wasi.stderr(output("stderr", Some(stderr_tail.clone())));
         // Randomness from WASI is seeded by the study: a plugin that (even indirectly, e.g. through
         // HashMap) uses it still behaves the same on every replay.
         let mut bytes = Vec::with_capacity(256);
@@ -175,19 +203,61 @@ impl PluginState {
         wasi.insecure_random(wasmtime_wasi::Deterministic::new(bytes));
         wasi.insecure_random_seed(u128::from(seed));
         PluginState {
-            plugin,
+            caps,
             wasi: wasi.build(),
             table: ResourceTable::new(),
             memory: MemoryCap { max_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX), refused: None },
-            grants,
-            storage,
+            clock: CallClock::new(),
             stderr_tail,
         }
     }
 
-    fn not_granted(&self, cap: &str) -> String {
-        format!("{cap} is not granted to plugin `{}`: add \"{cap}\" to strategy.allow in the study config", self.plugin)
+    /// The last lines the guest wrote to stderr, oldest first.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.stderr_tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default()
     }
+
+    pub fn clock(&self) -> &CallClock {
+        &self.clock
+    }
+
+    /// A store for this state: memory cap, and the per-call deadline on the epoch ticker.
+    pub(crate) fn into_store(self, engine: &wasmtime::Engine) -> Store<PluginState> {
+        let mut store = Store::new(engine, self);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_callback(|ctx| {
+            let clock = &ctx.data().clock;
+            let Some(left) = clock.remaining() else {
+                return Ok(UpdateDeadline::Interrupt);
+            };
+            // Yield to the executor now and then; the time away is not the plugin's.
+            let host_ns = clock.host_ns.clone();
+            let ticks = ticks_for(left).min(YIELD_TICKS);
+            Ok(UpdateDeadline::YieldCustom(
+                ticks,
+                Box::pin(async move {
+                    let away = Instant::now();
+                    tokio::task::yield_now().await;
+                    host_ns.fetch_add(u64::try_from(away.elapsed().as_nanos()).unwrap_or(0), Ordering::Relaxed);
+                }),
+            ))
+        });
+        store
+    }
+}
+
+/// Starts a guest call on `store` with `limit` of plugin time. The stderr tail starts empty, so a
+/// fault report quotes only what the guest wrote in the failing call.
+pub(crate) fn arm(store: &mut Store<PluginState>, limit: Duration) {
+    store.data().caps.begin_call();
+    store.data().stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    store.data_mut().clock.start(limit);
+    store.set_epoch_deadline(ticks_for(limit).min(YIELD_TICKS));
+}
+
+/// Ends a guest call: reports output suppressed during it.
+pub(crate) fn disarm(store: &Store<PluginState>) {
+    store.data().caps.end_call();
 }
 
 impl WasiView for PluginState {
@@ -198,87 +268,25 @@ impl WasiView for PluginState {
 
 impl types::Host for PluginState {}
 
-impl log::Host for PluginState {
-    fn log(&mut self, level: types::Level, message: String) {
-        if !self.grants.log {
-            return;
-        }
-        let message = &message[..message.floor_char_boundary(MAX_LINE)];
-        let plugin = &*self.plugin;
-        match level {
-            types::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
-            types::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
-            types::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
-            types::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
-            types::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl storage::Host for PluginState {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        if !self.grants.storage {
-            tracing::warn!(target: "plugin", plugin = %self.plugin, "{}", self.not_granted("storage"));
-            return None;
-        }
-        match &self.storage {
-            Storage::Study(db) => db.storage_get(&key).unwrap_or_else(|e| {
-                tracing::error!("plugin storage read failed: {e}");
-                None
-            }),
-            Storage::Memory(map) => map.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned(),
-        }
+    #[test]
+    fn host_time_is_not_charged() {
+        let mut c = CallClock::new();
+        c.start(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(c.remaining().is_none(), "80 ms of plugin time is past a 50 ms deadline");
+        c.add_host_time(Duration::from_millis(60));
+        let left = c.remaining().expect("only ~20 ms were the plugin's");
+        assert!(left <= Duration::from_millis(30), "{left:?}");
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        if !self.grants.storage {
-            return Err(self.not_granted("storage"));
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(format!("storage key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len()));
-        }
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(format!("storage value is {} bytes; the limit is {MAX_VALUE_BYTES}", value.len()));
-        }
-        match &self.storage {
-            Storage::Study(db) => {
-                let used = db.storage_bytes().map_err(|e| e.to_string())?;
-                if used + (key.len() + value.len()) as u64 > MAX_STORAGE_BYTES {
-                    return Err(format!("plugin storage is full ({used} bytes of {MAX_STORAGE_BYTES})"));
-                }
-                db.storage_set(&key, &value).map_err(|e| e.to_string())
-            }
-            Storage::Memory(map) => {
-                let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-                let used: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
-                if (used + key.len() + value.len()) as u64 > MAX_STORAGE_BYTES {
-                    return Err(format!("plugin storage is full ({used} bytes of {MAX_STORAGE_BYTES})"));
-                }
-                map.insert(key, value);
-                Ok(())
-            }
-        }
-    }
-
-    fn delete(&mut self, key: String) -> Result<(), String> {
-        if !self.grants.storage {
-            return Err(self.not_granted("storage"));
-        }
-        match &self.storage {
-            Storage::Study(db) => db.storage_delete(&key).map_err(|e| e.to_string()),
-            Storage::Memory(map) => {
-                map.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-                Ok(())
-            }
-        }
-    }
-}
-
-impl llm::Host for PluginState {
-    async fn chat(&mut self, _request: llm::ChatRequest) -> Result<llm::ChatResponse, llm::LlmError> {
-        if !self.grants.llm {
-            return Err(llm::LlmError::NotGranted(self.not_granted("llm")));
-        }
-        Err(llm::LlmError::NotConfigured("llm is not configured for this study".into()))
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks_for(Duration::ZERO), 1);
+        assert_eq!(ticks_for(EPOCH_TICK), 1);
+        assert_eq!(ticks_for(EPOCH_TICK + Duration::from_nanos(1)), 2);
     }
 }

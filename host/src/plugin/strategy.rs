@@ -1,62 +1,37 @@
-//! A strategy plugin as the campaign sees it: `suggest` and `observe` calls that are deadline- and
-//! memory-limited, with faults contained. After a trap, timeout or memory exhaustion the store is
-//! dropped and a fresh instance is rebuilt by replaying `init` and every observed outcome, up to
-//! `max_restarts` times; after that the plugin is given up and the caller stops cleanly.
+//! A strategy plugin as the campaign sees it: `suggest` and `observe` calls under a per-call
+//! deadline (wall-clock time in the plugin, host calls excluded) and a memory cap, with faults
+//! contained. After a trap, timeout or memory exhaustion the store is dropped and a fresh instance
+//! is rebuilt by replaying `init` and every observed outcome: `max_restarts` restarts are allowed,
+//! and the fault after the last one gives the plugin up so the caller stops cleanly.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::Store;
 
+use super::LoadedPlugin;
 use super::bindings::StrategyPlugin;
 use super::bindings::alcf::hpo::types as wit;
-use super::sandbox::{Grants, PluginState, Storage};
-use super::{EPOCH_TICK, LoadedPlugin};
+use super::capability::{Capabilities, CapabilitySet, Notice};
+use super::fault::{cut_message, guest_error};
+use super::sandbox::{Grants, PluginState, Storage, arm, disarm};
 use crate::config::Direction;
 use crate::space::{Assignment, Domain, SearchSpace, Value};
+
+pub use super::fault::{Contained, Fault, GuestError};
+
+/// An `init` error that starts with this marks a problem with the plugin's options (the user's
+/// configuration), not with the plugin (wit/hpo.wit, `init`).
+pub const OPTIONS_ERROR_PREFIX: &str = "options:";
 
 /// Limits applied to every instance of a plugin.
 #[derive(Clone, Debug)]
 pub struct PluginLimits {
     pub memory_bytes: u64,
+    /// Plugin time per call (wall clock minus time in host calls).
     pub call_timeout: Duration,
+    /// Restarts allowed after contained faults; the fault after the last one gives the plugin up.
     pub max_restarts: u32,
-}
-
-/// Why a plugin call failed in a way the host contained.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    Timeout { limit: Duration },
-    OutOfMemory { requested: usize, cap: u64 },
-    Trap { message: String, stderr: Vec<String> },
-}
-
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Fault::Timeout { limit } => write!(
-                f,
-                "it ran past its {:.1} s CPU deadline (raise strategy.suggest_timeout_s if it needs more)",
-                limit.as_secs_f64()
-            ),
-            Fault::OutOfMemory { requested, cap } => write!(
-                f,
-                "it ran out of memory: it asked for {} MiB, above its cap of {} MiB (strategy.memory_mib)",
-                requested >> 20,
-                cap >> 20
-            ),
-            Fault::Trap { message, stderr } => {
-                // A Rust guest prints its panic message to stderr before trapping: that is the useful part.
-                let panic: Vec<&str> =
-                    stderr.iter().map(String::as_str).skip_while(|l| !l.contains("panicked")).take(4).collect();
-                if panic.is_empty() {
-                    write!(f, "it trapped: {message}")
-                } else {
-                    write!(f, "it panicked: {}", panic.join(" | "))
-                }
-            }
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +44,11 @@ pub enum PluginError {
     GaveUp { plugin: String, call: &'static str, fault: Fault, restarts: u32 },
     #[error("plugin `{plugin}` returned an error from {call}: {message}")]
     Refused { plugin: String, call: &'static str, message: String },
+    /// `init` refused the plugin options: a configuration error, never retried.
+    #[error(
+        "plugin `{plugin}` does not accept its options: {message}. Fix the plugin options ([strategy.options] in the study config)"
+    )]
+    Options { plugin: String, message: String },
     #[error("plugin `{plugin}`: {message}")]
     Host { plugin: String, message: String },
 }
@@ -121,23 +101,91 @@ pub struct SandboxedStrategy {
     plugin: Arc<LoadedPlugin>,
     name: String,
     limits: PluginLimits,
-    grants: Grants,
-    storage: Storage,
+    caps: CapabilitySet,
     study: wit::Study,
     /// Every outcome observed so far, in order: the replay log for rebuilding an instance.
     history: Vec<wit::Outcome>,
     live: Option<Live>,
     restarts: u32,
-    /// Faults contained so far, for the caller to report and record.
-    pub faults: Vec<String>,
+    /// Faults contained since the caller last took them.
+    faults: Vec<Contained>,
 }
+
+// The campaign runs a strategy in a task of its own (so it keeps recording trials during a long
+// suggest): the strategy and the futures of its calls must be `Send + 'static`.
+const _: () = {
+    fn send<T: Send + 'static>() {}
+    fn send_future<F: std::future::Future + Send>(_: F) {}
+    #[allow(dead_code)]
+    fn check(s: &'static mut SandboxedStrategy) {
+        send::<SandboxedStrategy>();
+        send_future(s.suggest(1, &[]));
+        send_future(s.observe(&[]));
+        send_future(s.describe());
+    }
+};
 
 enum CallError {
     Fault(Fault),
     Refused(String),
+    Options(String),
+}
+
+/// What a failed guest call means: memory cap, deadline, or a trap (with the guest's own report).
+fn classify(store: &mut Store<PluginState>, error: wasmtime::Error, limit: Duration) -> Fault {
+    if let Some(requested) = store.data_mut().memory.refused.take() {
+        return Fault::OutOfMemory { requested, cap: store.data().memory.max_bytes as u64 };
+    }
+    if matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        return Fault::Timeout { limit };
+    }
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}").lines().next().unwrap_or_default().to_string(),
+    };
+    Fault::Trap { message: cut_message(message), guest: guest_error(&store.data().stderr_tail()).map(Box::new) }
+}
+
+/// Calls into the guest with `limit` of plugin time, reporting suppressed output when it returns:
+/// `guarded!(store, limit, |s| call(s))` gives `Result<_, Fault>`. A macro, not a helper taking
+/// a closure: an async closure over the store makes the caller's future lose `Send` (the
+/// higher-ranked lifetime inference of async closures), and the campaign needs it `Send`.
+macro_rules! guarded {
+    ($store:expr, $limit:expr, |$s:ident| $call:expr) => {{
+        let limit: Duration = $limit;
+        let store: &mut Store<PluginState> = $store;
+        arm(store, limit);
+        let result = {
+            let $s = &mut *store;
+            $call.await
+        };
+        disarm(store);
+        result.map_err(|e| classify(store, e, limit))
+    }};
+}
+
+/// One guest call `with_live` makes (and repeats on a rebuilt instance after a fault).
+enum Request<'r> {
+    Suggest { count: u32, pending: &'r [wit::Trial] },
+    Observe(&'r [wit::Outcome]),
+}
+
+enum Reply {
+    Suggest(Vec<Vec<wit::Assignment>>),
+    Observe,
+}
+
+impl Request<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Suggest { .. } => "suggest",
+            Request::Observe(_) => "observe",
+        }
+    }
 }
 
 impl SandboxedStrategy {
+    /// A plugin with `grants` over one of the built-in storage backends (no LLM service).
     pub fn new(
         plugin: Arc<LoadedPlugin>,
         study: &StudyInfo,
@@ -145,13 +193,22 @@ impl SandboxedStrategy {
         grants: Grants,
         storage: Storage,
     ) -> SandboxedStrategy {
+        SandboxedStrategy::with_capabilities(plugin, study, limits, &Capabilities::new(grants, storage))
+    }
+
+    /// A plugin with the capabilities of a registry (grants, backends, quotas, log budget).
+    pub fn with_capabilities(
+        plugin: Arc<LoadedPlugin>,
+        study: &StudyInfo,
+        limits: PluginLimits,
+        capabilities: &Capabilities,
+    ) -> SandboxedStrategy {
         let name = plugin.summary.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         SandboxedStrategy {
+            caps: capabilities.bind(name.as_str().into()),
             plugin,
             name,
             limits,
-            grants,
-            storage,
             study: study_to_wit(study),
             history: Vec::new(),
             live: None,
@@ -164,66 +221,53 @@ impl SandboxedStrategy {
         &self.name
     }
 
+    /// Contained faults so far (after a give-up, `max_restarts + 1`).
     pub fn restarts(&self) -> u32 {
         self.restarts
     }
 
+    /// Faults contained since the last call, oldest first: each restarted the plugin.
+    pub fn take_faults(&mut self) -> Vec<Contained> {
+        std::mem::take(&mut self.faults)
+    }
+
+    /// Ungranted uses and suppressed output since the last call, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.caps.take_notices()
+    }
+
     fn new_store(&self) -> Store<PluginState> {
-        let state = PluginState::new(
-            self.name.as_str().into(),
-            self.grants.clone(),
-            self.storage.clone(),
-            self.limits.memory_bytes,
-            self.study.seed,
-        );
-        let mut store = Store::new(self.plugin.pre.engine(), state);
-        store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_trap();
-        store
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
-    }
-
-    fn classify(&self, store: &mut Store<PluginState>, error: wasmtime::Error) -> Fault {
-        if let Some(requested) = store.data_mut().memory.refused.take() {
-            return Fault::OutOfMemory { requested, cap: self.limits.memory_bytes };
-        }
-        if matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-            return Fault::Timeout { limit: self.limits.call_timeout };
-        }
-        let stderr = store.data().stderr_tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
-        let message = match error.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => trap.to_string(),
-            None => format!("{error:#}").lines().next().unwrap_or_default().to_string(),
-        };
-        Fault::Trap { message, stderr }
+        PluginState::new(self.caps.clone(), self.limits.memory_bytes, self.study.seed)
+            .into_store(self.plugin.pre.engine())
     }
 
     /// Instantiates the plugin and brings it up to date: `init`, then every observed outcome.
     async fn instantiate(&mut self) -> Result<Live, (&'static str, CallError)> {
         let mut store = self.new_store();
-        let ticks = self.deadline_ticks();
-        store.set_epoch_deadline(ticks);
-        let bindings = match self.plugin.pre.instantiate_async(&mut store).await {
-            Ok(b) => b,
-            Err(e) => return Err(("instantiate", CallError::Fault(self.classify(&mut store, e)))),
-        };
-        store.set_epoch_deadline(ticks);
-        match bindings.alcf_hpo_strategy().call_init(&mut store, &self.study).await {
+        let limit = self.limits.call_timeout;
+        let pre = self.plugin.pre.clone();
+        let bindings = guarded!(&mut store, limit, |s| pre.instantiate_async(s))
+            .map_err(|f| ("instantiate", CallError::Fault(f)))?;
+        let init = guarded!(&mut store, limit, |s| bindings.alcf_hpo_strategy().call_init(s, &self.study));
+        match init {
             Ok(Ok(())) => {}
-            Ok(Err(m)) => return Err(("init", CallError::Refused(m))),
-            Err(e) => return Err(("init", CallError::Fault(self.classify(&mut store, e)))),
+            Ok(Err(m)) => {
+                return Err(match m.strip_prefix(OPTIONS_ERROR_PREFIX) {
+                    Some(rest) => ("init", CallError::Options(cut_message(rest.trim_start().to_string()))),
+                    None => ("init", CallError::Refused(cut_message(m))),
+                });
+            }
+            Err(f) => return Err(("init", CallError::Fault(f))),
         }
         if !self.history.is_empty() {
             // Replaying a long history may take longer than one suggestion: scale the deadline.
-            let scale = 1 + self.history.len() as u64 / 1000;
-            store.set_epoch_deadline(ticks * scale);
-            match bindings.alcf_hpo_strategy().call_observe(&mut store, &self.history).await {
+            let scale = 1 + self.history.len() as u32 / 1000;
+            let observe =
+                guarded!(&mut store, limit * scale, |s| bindings.alcf_hpo_strategy().call_observe(s, &self.history));
+            match observe {
                 Ok(Ok(())) => {}
-                Ok(Err(m)) => return Err(("observe", CallError::Refused(m))),
-                Err(e) => return Err(("observe", CallError::Fault(self.classify(&mut store, e)))),
+                Ok(Err(m)) => return Err(("observe", CallError::Refused(cut_message(m)))),
+                Err(f) => return Err(("observe", CallError::Fault(f))),
             }
         }
         Ok(Live { store, bindings })
@@ -233,32 +277,27 @@ impl SandboxedStrategy {
     fn contain(&mut self, call: &'static str, fault: Fault) -> Result<(), PluginError> {
         self.live = None;
         self.restarts += 1;
-        let err = PluginError::Fault { plugin: self.name.clone(), call, fault: fault.clone() };
         if self.restarts > self.limits.max_restarts {
+            let err =
+                PluginError::GaveUp { plugin: self.name.clone(), call, fault, restarts: self.limits.max_restarts };
             tracing::error!("{err}");
-            return Err(PluginError::GaveUp {
-                plugin: self.name.clone(),
-                call,
-                fault,
-                restarts: self.limits.max_restarts,
-            });
+            return Err(err);
         }
-        let message = format!(
-            "{err}; it was restarted from the study history (restart {} of {})",
-            self.restarts, self.limits.max_restarts
-        );
-        tracing::warn!("{message}");
-        self.faults.push(message);
+        let contained = Contained {
+            plugin: self.name.clone(),
+            call,
+            fault,
+            restart: self.restarts,
+            max_restarts: self.limits.max_restarts,
+        };
+        tracing::warn!("{contained}");
+        self.faults.push(contained);
         Ok(())
     }
 
-    /// Runs `f` on a live instance, rebuilding it after faults (bounded by `max_restarts`).
-    async fn with_live<T>(
-        &mut self,
-        call: &'static str,
-        f: impl AsyncFnMut(&mut Live, u64) -> Result<Result<T, String>, wasmtime::Error>,
-    ) -> Result<T, PluginError> {
-        let mut f = f;
+    /// Makes `request` of a live instance, rebuilding it after faults (bounded by `max_restarts`).
+    async fn with_live(&mut self, request: Request<'_>) -> Result<Reply, PluginError> {
+        let call = request.name();
         loop {
             let mut live = match self.live.take() {
                 Some(l) => l,
@@ -267,25 +306,40 @@ impl SandboxedStrategy {
                     Err((c, CallError::Refused(message))) => {
                         return Err(PluginError::Refused { plugin: self.name.clone(), call: c, message });
                     }
+                    Err((_, CallError::Options(message))) => {
+                        return Err(PluginError::Options { plugin: self.name.clone(), message });
+                    }
                     Err((c, CallError::Fault(fault))) => {
                         self.contain(c, fault)?;
                         continue;
                     }
                 },
             };
-            let ticks = self.deadline_ticks();
-            live.store.set_epoch_deadline(ticks);
-            match f(&mut live, ticks).await {
+            let Live { store, bindings } = &mut live;
+            let strategy = bindings.alcf_hpo_strategy();
+            let limit = self.limits.call_timeout;
+            let result = match request {
+                Request::Suggest { count, pending } => {
+                    guarded!(store, limit, |s| strategy.call_suggest(s, count, pending)).map(|r| r.map(Reply::Suggest))
+                }
+                Request::Observe(batch) => {
+                    guarded!(store, limit, |s| strategy.call_observe(s, batch)).map(|r| r.map(|()| Reply::Observe))
+                }
+            };
+            match result {
                 Ok(Ok(v)) => {
                     self.live = Some(live);
                     return Ok(v);
                 }
                 Ok(Err(message)) => {
                     self.live = Some(live);
-                    return Err(PluginError::Refused { plugin: self.name.clone(), call, message });
+                    return Err(PluginError::Refused {
+                        plugin: self.name.clone(),
+                        call,
+                        message: cut_message(message),
+                    });
                 }
-                Err(e) => {
-                    let fault = self.classify(&mut live.store, e);
+                Err(fault) => {
                     drop(live);
                     self.contain(call, fault)?;
                 }
@@ -297,25 +351,22 @@ impl SandboxedStrategy {
     /// study (and for `plugin inspect`, which has none).
     pub async fn describe(&mut self) -> Result<PluginInfo, PluginError> {
         let mut store = self.new_store();
-        store.set_epoch_deadline(self.deadline_ticks());
-        let fault = |me: &Self, store: &mut Store<PluginState>, e| PluginError::Fault {
-            plugin: me.name.clone(),
-            call: "describe",
-            fault: me.classify(store, e),
-        };
-        let bindings = match self.plugin.pre.instantiate_async(&mut store).await {
+        let limit = self.limits.call_timeout;
+        let pre = self.plugin.pre.clone();
+        let fault = |me: &Self, fault| PluginError::Fault { plugin: me.name.clone(), call: "describe", fault };
+        let bindings = match guarded!(&mut store, limit, |s| pre.instantiate_async(s)) {
             Ok(b) => b,
-            Err(e) => return Err(fault(self, &mut store, e)),
+            Err(f) => return Err(fault(self, f)),
         };
-        let info = match bindings.alcf_hpo_strategy().call_describe(&mut store).await {
+        let info = match guarded!(&mut store, limit, |s| bindings.alcf_hpo_strategy().call_describe(s)) {
             Ok(i) => i,
-            Err(e) => return Err(fault(self, &mut store, e)),
+            Err(f) => return Err(fault(self, f)),
         };
         Ok(PluginInfo {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            capabilities: info.capabilities,
+            name: cut_message(info.name),
+            version: cut_message(info.version),
+            description: cut_message(info.description),
+            capabilities: info.capabilities.into_iter().take(16).map(cut_message).collect(),
         })
     }
 
@@ -328,12 +379,16 @@ impl SandboxedStrategy {
     ) -> Result<Vec<Vec<(String, Value)>>, PluginError> {
         let pending: Vec<wit::Trial> =
             pending.iter().map(|(id, a)| wit::Trial { id: *id, params: assignment_to_wit(&a.values) }).collect();
-        let raw = self
-            .with_live("suggest", async |live, _| {
-                live.bindings.alcf_hpo_strategy().call_suggest(&mut live.store, count, &pending).await
-            })
-            .await?;
-        Ok(raw.into_iter().map(|a| a.into_iter().map(|x| (x.name, value_from_wit(x.value))).collect()).collect())
+        let raw = match self.with_live(Request::Suggest { count, pending: &pending }).await? {
+            Reply::Suggest(raw) => raw,
+            Reply::Observe => Vec::new(),
+        };
+        // Names and labels are cut like any plugin string: the caller quotes invalid ones in
+        // messages, and a cut one stays invalid (no parameter or label ends in "[cut: …]").
+        Ok(raw
+            .into_iter()
+            .map(|a| a.into_iter().map(|x| (cut_message(x.name), value_from_wit(x.value))).collect())
+            .collect())
     }
 
     /// Tells the plugin about finished trials. They join the replay history even when the call
@@ -345,13 +400,9 @@ impl SandboxedStrategy {
             // The next call instantiates and replays the whole history, this batch included.
             return Ok(());
         }
-        let result = self
-            .with_live("observe", async |live, _| {
-                live.bindings.alcf_hpo_strategy().call_observe(&mut live.store, &batch).await
-            })
-            .await;
+        let result = self.with_live(Request::Observe(&batch)).await.map(drop);
         match result {
-            Err(PluginError::GaveUp { .. }) | Err(PluginError::Refused { .. }) => result,
+            Err(PluginError::GaveUp { .. } | PluginError::Refused { .. } | PluginError::Options { .. }) => result,
             // A contained fault dropped the instance; the rebuild replays `history`, so nothing is lost.
             _ => Ok(()),
         }
@@ -408,7 +459,7 @@ fn value_from_wit(v: wit::Value) -> Value {
     match v {
         wit::Value::Float(x) => Value::Float(x),
         wit::Value::Int(x) => Value::Int(x),
-        wit::Value::Choice(x) => Value::Choice(x),
+        wit::Value::Choice(x) => Value::Choice(cut_message(x)),
     }
 }
 

@@ -67,7 +67,7 @@ impl Config {
         let acquisition = match o.string("acquisition", "ucb")?.to_ascii_lowercase().as_str() {
             "ucb" | "lcb" => Acquisition::Ucb,
             "logei" | "log_ei" | "ei" => Acquisition::LogEi,
-            other => return Err(format!("plugin option `acquisition`: unknown `{other}` (use \"ucb\" or \"logei\")")),
+            other => return Err(Options::invalid("acquisition", &format!("is `{other}`; use \"ucb\" or \"logei\""))),
         };
         let beta = match o.get("beta") {
             None | Some(Json::Null) => None,
@@ -84,7 +84,7 @@ impl Config {
         let impute_failed = match o.string("failed", "worst")?.as_str() {
             "worst" => true,
             "ignore" => false,
-            other => return Err(format!("plugin option `failed`: unknown `{other}` (use \"worst\" or \"ignore\")")),
+            other => return Err(Options::invalid("failed", &format!("is `{other}`; use \"worst\" or \"ignore\""))),
         };
         Ok(Config {
             acquisition,

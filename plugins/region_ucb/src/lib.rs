@@ -179,7 +179,7 @@ impl Strategy for RegionUcb {
         let core = GpCore::new(study, cfg)?;
         let percentile = o.f64("percentile", 70.0)?;
         if !(0.0..100.0).contains(&percentile) {
-            return Err("plugin option `percentile` must be in [0, 100)".into());
+            return Err(Options::invalid("percentile", "must be in [0, 100)"));
         }
         Ok(RegionUcb {
             halton: Halton::new(core.space.dim(), study.seed),

@@ -185,22 +185,36 @@ impl Parser<'_> {
     }
 }
 
+/// What starts an `init` error caused by the plugin options (the user's configuration) rather than
+/// by the plugin: the host then reports a configuration error and does not restart the plugin
+/// (the convention is documented on `init` in wit/hpo.wit). Every [`Options`] error starts with it.
+pub const OPTIONS_ERROR_PREFIX: &str = "options:";
+
 /// Plugin options: a JSON object with typed, checked getters that fall back to defaults.
+///
+/// Every error is an options error (it starts with [`OPTIONS_ERROR_PREFIX`] and names the option),
+/// so `?` in [`crate::Strategy::new`] reports it to the user as a configuration mistake.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     map: BTreeMap<String, Json>,
 }
 
 impl Options {
+    /// An options error about `key`, for checks of a value's meaning the getters cannot do
+    /// (`Options::invalid("gamma", "must be in (0, 1]")` -> "options: `gamma` must be in (0, 1]").
+    pub fn invalid(key: &str, message: &str) -> String {
+        format!("{OPTIONS_ERROR_PREFIX} `{key}` {message}")
+    }
+
     /// Parses `study.options`; an empty string means no options. Not an object: error.
     pub fn parse(text: &str) -> Result<Options, String> {
         if text.trim().is_empty() {
             return Ok(Options::default());
         }
-        match Json::parse(text).map_err(|e| format!("plugin options: {e}"))? {
+        match Json::parse(text).map_err(|e| format!("{OPTIONS_ERROR_PREFIX} {e}"))? {
             Json::Object(map) => Ok(Options { map }),
             Json::Null => Ok(Options::default()),
-            _ => Err("plugin options must be a JSON object".into()),
+            _ => Err(format!("{OPTIONS_ERROR_PREFIX} the plugin options must be a JSON object")),
         }
     }
 
@@ -208,21 +222,31 @@ impl Options {
         self.map.get(key)
     }
 
-    /// Fails on an option name not in `known` (catches typos in configurations).
+    /// Fails on an option name not in `known` (catches typos in configurations), naming it and
+    /// listing the known ones.
     pub fn check_known(&self, known: &[&str]) -> Result<(), String> {
         for k in self.map.keys() {
             if !known.contains(&k.as_str()) {
-                return Err(format!("unknown plugin option `{k}` (known: {})", known.join(", ")));
+                let known = if known.is_empty() {
+                    "this plugin takes no options".to_string()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                return Err(format!("{OPTIONS_ERROR_PREFIX} unknown option `{k}` ({known})"));
             }
         }
         Ok(())
+    }
+
+    fn mistyped(key: &str, expected: &str, got: &Json) -> String {
+        Options::invalid(key, &format!("must be {expected}, got {}", got.describe()))
     }
 
     pub fn f64(&self, key: &str, default: f64) -> Result<f64, String> {
         match self.map.get(key) {
             None | Some(Json::Null) => Ok(default),
             Some(Json::Number(v)) if v.is_finite() => Ok(*v),
-            Some(v) => Err(format!("plugin option `{key}` must be a number, got {v:?}")),
+            Some(v) => Err(Options::mistyped(key, "a number", v)),
         }
     }
 
@@ -230,7 +254,7 @@ impl Options {
         match self.map.get(key) {
             None | Some(Json::Null) => Ok(default),
             Some(Json::Number(v)) if *v >= 0.0 && v.fract() == 0.0 && *v < 1e15 => Ok(*v as usize),
-            Some(v) => Err(format!("plugin option `{key}` must be a non-negative integer, got {v:?}")),
+            Some(v) => Err(Options::mistyped(key, "a non-negative integer", v)),
         }
     }
 
@@ -238,7 +262,7 @@ impl Options {
         match self.map.get(key) {
             None | Some(Json::Null) => Ok(default),
             Some(Json::Bool(b)) => Ok(*b),
-            Some(v) => Err(format!("plugin option `{key}` must be true or false, got {v:?}")),
+            Some(v) => Err(Options::mistyped(key, "true or false", v)),
         }
     }
 
@@ -246,7 +270,22 @@ impl Options {
         match self.map.get(key) {
             None | Some(Json::Null) => Ok(default.to_string()),
             Some(Json::String(s)) => Ok(s.clone()),
-            Some(v) => Err(format!("plugin option `{key}` must be a string, got {v:?}")),
+            Some(v) => Err(Options::mistyped(key, "a string", v)),
+        }
+    }
+}
+
+impl Json {
+    /// A short description of a value for error messages (`the string "ucb"`, `the number 2.5`).
+    fn describe(&self) -> String {
+        match self {
+            Json::Null => "null".into(),
+            Json::Bool(b) => format!("{b}"),
+            Json::Number(v) => format!("the number {v}"),
+            Json::String(s) if s.len() <= 40 => format!("the string {s:?}"),
+            Json::String(s) => format!("a string of {} bytes", s.len()),
+            Json::Array(a) => format!("an array of {} items", a.len()),
+            Json::Object(m) => format!("an object with {} keys", m.len()),
         }
     }
 }
@@ -271,5 +310,25 @@ mod tests {
         assert!(Options::parse("{\"a\": }").is_err());
         assert!(Options::parse("").is_ok());
         assert!(Options::parse("{} x").is_err());
+    }
+
+    #[test]
+    fn every_error_is_an_options_error_naming_the_option() {
+        let o = Options::parse(r#"{"n_init": "twelve", "beta": true, "nope": 1}"#).unwrap();
+        let e = o.usize("n_init", 3).unwrap_err();
+        assert_eq!(e, "options: `n_init` must be a non-negative integer, got the string \"twelve\"");
+        assert_eq!(o.f64("beta", 1.0).unwrap_err(), "options: `beta` must be a number, got true");
+        assert_eq!(
+            o.check_known(&["n_init", "beta"]).unwrap_err(),
+            "options: unknown option `nope` (known: n_init, beta)"
+        );
+        assert_eq!(
+            Options::parse(r#"{"x": 1}"#).unwrap().check_known(&[]).unwrap_err(),
+            "options: unknown option `x` (this plugin takes no options)"
+        );
+        for e in [Options::parse("[1]").unwrap_err(), Options::parse("{").unwrap_err()] {
+            assert!(e.starts_with(OPTIONS_ERROR_PREFIX), "{e}");
+        }
+        assert_eq!(Options::invalid("gamma", "must be in (0, 1]"), "options: `gamma` must be in (0, 1]");
     }
 }

@@ -46,7 +46,7 @@ pub mod testfns;
 pub mod types;
 
 pub use history::{History, encode_trials};
-pub use json::{Json, Options};
+pub use json::{Json, OPTIONS_ERROR_PREFIX, Options};
 pub use qmc::Halton;
 pub use rng::Rng;
 pub use space::Space;

@@ -393,16 +393,16 @@ impl Strategy for Tpe {
         let space = Space::new(&study.space)?;
         let gamma = o.f64("gamma", 0.15)?;
         if !(gamma > 0.0 && gamma <= 1.0) {
-            return Err("plugin option `gamma` must be in (0, 1]".into());
+            return Err(Options::invalid("gamma", "must be in (0, 1]"));
         }
         let prior_weight = o.f64("prior_weight", 1.0)?;
         if !(prior_weight > 0.0 && prior_weight.is_finite()) {
-            return Err("plugin option `prior_weight` must be positive".into());
+            return Err(Options::invalid("prior_weight", "must be positive"));
         }
         let random_startup = match o.string("startup", "halton")?.as_str() {
             "halton" => false,
             "random" => true,
-            other => return Err(format!("plugin option `startup`: unknown design `{other}` (halton, random)")),
+            other => return Err(Options::invalid("startup", &format!("is `{other}`; use \"halton\" or \"random\""))),
         };
         Ok(Tpe {
             halton: Halton::new(space.dim(), study.seed),

@@ -59,9 +59,20 @@ enum Mode {
     ObserveTrap,
     /// An infinite loop in `init`.
     SlowInit,
+    /// Floods `log`, stdout and stderr in a tight loop (one 100 MB `log` message among them) for
+    /// `flood_ms` milliseconds, or until the deadline stops it; then returns a 100 MB error.
+    Flood,
+    /// Probes the storage quotas: a 300-byte key, a value of 1 MiB + 1, then values of `fill_bytes`
+    /// (default 1 MiB) until storage is full; returns an error listing the three results.
+    StorageQuota,
+    /// Returns an `init` error marked as an options error (`options: ...`).
+    BadOption,
+    /// Computes for `slow_ms` milliseconds (default 1500) in every `suggest`, then behaves like
+    /// `good`: a long GP refit or a cold LLM, for the campaign's concurrency tests.
+    SlowSuggest,
 }
 
-const MODES: [(&str, Mode); 19] = [
+const MODES: [(&str, Mode); 23] = [
     ("good", Mode::Good),
     ("loop", Mode::Loop),
     ("alloc", Mode::Alloc),
@@ -81,11 +92,18 @@ const MODES: [(&str, Mode); 19] = [
     ("llm", Mode::Llm),
     ("observe_trap", Mode::ObserveTrap),
     ("slow_init", Mode::SlowInit),
+    ("flood", Mode::Flood),
+    ("storage_quota", Mode::StorageQuota),
+    ("bad_option", Mode::BadOption),
+    ("slow_suggest", Mode::SlowSuggest),
 ];
 
 struct State {
     mode: Mode,
     port: u16,
+    flood_ms: Option<u64>,
+    slow_ms: u64,
+    fill_bytes: usize,
     study: Study,
     rng: u64,
 }
@@ -110,11 +128,45 @@ fn parse_options(options: &str) -> Result<(Mode, u16), String> {
         None => Mode::Good,
         Some(name) => MODES.iter().find(|(n, _)| *n == name).map(|(_, m)| *m).ok_or_else(|| {
             let known: Vec<&str> = MODES.iter().map(|(n, _)| *n).collect();
-            format!("hostile: unknown mode `{name}` (known: {})", known.join(", "))
+            // An options error, by the convention of wit/hpo.wit (`init`).
+            format!("options: hostile: unknown mode `{name}` (known: {})", known.join(", "))
         })?,
     };
     let port = json_field(options, "port").and_then(|p| p.parse().ok()).unwrap_or(9);
     Ok((mode, port))
+}
+
+fn flood(until_ms: Option<u64>) -> String {
+    let big = || "B".repeat(100 << 20);
+    let start = std::time::Instant::now();
+    let filler = "x".repeat(200);
+    let mut i = 0u64;
+    loop {
+        log::log(Level::Info, &format!("log flood {i} {filler}"));
+        println!("stdout flood {i} {filler}");
+        eprintln!("stderr flood {i} {filler}");
+        // Well past any per-call budget before the expensive line, so the budget is hit first.
+        if i == 1000 {
+            log::log(Level::Error, &big());
+        }
+        i += 1;
+        if until_ms.is_some_and(|ms| start.elapsed().as_millis() as u64 >= ms) {
+            return big();
+        }
+    }
+}
+
+fn storage_quota(fill_bytes: usize) -> String {
+    let key = storage::set(&"k".repeat(300), b"v");
+    let value = storage::set("big", &vec![0u8; (1 << 20) + 1]);
+    let mut full = Ok(());
+    for i in 0..10_000 {
+        full = storage::set(&format!("fill{i}"), &vec![1u8; fill_bytes]);
+        if full.is_err() {
+            break;
+        }
+    }
+    format!("storage quota: key={key:?} value={value:?} full={full:?}")
 }
 
 /// splitmix64
@@ -220,10 +272,14 @@ impl Guest for Hostile {
         match mode {
             Mode::InitPanic => panic!("hostile panic in init"),
             Mode::SlowInit => spin(),
+            Mode::BadOption => return Err("options: hostile: `bad_option` is never a valid option".into()),
             _ => {}
         }
+        let flood_ms = json_field(&study.options, "flood_ms").and_then(|v| v.parse().ok());
+        let slow_ms = json_field(&study.options, "slow_ms").and_then(|v| v.parse().ok()).unwrap_or(1500);
+        let fill_bytes = json_field(&study.options, "fill_bytes").and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
         let rng = study.seed ^ 0x5eed;
-        *STATE.lock().unwrap() = Some(State { mode, port, study, rng });
+        *STATE.lock().unwrap() = Some(State { mode, port, flood_ms, slow_ms, fill_bytes, study, rng });
         Ok(())
     }
 
@@ -234,9 +290,17 @@ impl Guest for Hostile {
         let study = &state.study;
         match state.mode {
             Mode::Good | Mode::ObserveTrap => {}
+            Mode::SlowSuggest => {
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_millis(state.slow_ms) {
+                    std::hint::spin_loop();
+                }
+            }
             Mode::Loop => spin(),
             Mode::Alloc => return Err(format!("hostile: allocated {} chunks and was not stopped", alloc_4gib())),
-            Mode::Panic | Mode::InitPanic | Mode::SlowInit => panic!("hostile panic"),
+            Mode::Panic | Mode::InitPanic | Mode::SlowInit | Mode::BadOption => panic!("hostile panic"),
+            Mode::Flood => return Err(flood(state.flood_ms)),
+            Mode::StorageQuota => return Err(storage_quota(state.fill_bytes)),
             Mode::Fs => return Err(fs_probe()),
             Mode::Net => {
                 let result = std::net::TcpStream::connect(("127.0.0.1", state.port));

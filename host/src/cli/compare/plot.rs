@@ -14,7 +14,7 @@ use plotters::prelude::*;
 use super::stats::{self, REGRET_FLOOR};
 use super::{Comparison, Metric};
 
-const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans-subset.ttf");
+const FONT: &[u8] = include_bytes!("../../../assets/DejaVuSans-subset.ttf");
 const SIZE: (u32, u32) = (1000, 620);
 
 /// Tableau 10: distinct, colour-blind-friendlier hues.
@@ -116,7 +116,7 @@ where
         Metric::Regret { .. } => "best-so-far simple regret (log scale)".to_string(),
         Metric::Best { direction } => format!("best-so-far objective ({})", direction.as_str()),
     };
-    let legend_at = if log || c.metric.direction() == crate::config::Direction::Minimize {
+    let legend_at = if log || c.metric.direction() == alcf_host::config::Direction::Minimize {
         SeriesLabelPosition::UpperRight
     } else {
         SeriesLabelPosition::LowerRight
@@ -176,7 +176,7 @@ where
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| crate::space::Assignment::format_float(*y))
+            .y_label_formatter(&|y| alcf_host::space::Assignment::format_float(*y))
             .light_line_style(BLACK.mix(0.04))
             .bold_line_style(BLACK.mix(0.12))
             .draw()

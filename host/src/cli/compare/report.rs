@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::stats::{self, REGRET_FLOOR};
 use super::{Comparison, Metric};
-use crate::config::Direction;
-use crate::space::Assignment;
+use alcf_host::config::Direction;
+use alcf_host::space::Assignment;
 
 /// A run of one strategy that failed (it is left out of the statistics).
 #[derive(Debug, Clone, Serialize)]
@@ -210,20 +210,7 @@ pub fn text_table(c: &Comparison, rows: &[StrategySummary]) -> String {
     out
 }
 
-/// CPU model and core count of this machine, for the record.
-pub fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    serde_json::json!({ "cpu": cpu, "cores": cores, "os": std::env::consts::OS, "arch": std::env::consts::ARCH })
-}
+pub use alcf_host::machine::machine;
 
 fn markdown(c: &Comparison, rows: &[StrategySummary]) -> String {
     let mut md = String::new();
@@ -414,7 +401,7 @@ pub fn write_all(c: &Comparison, rows: &[StrategySummary], dir: &Path) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::{RunResult, StrategyEntry, push_trial};
+    use crate::cli::compare::{RunResult, StrategyEntry, push_trial};
 
     fn comparison(values: &[&[f64]]) -> Comparison {
         // values[s]: final value of strategy s per repeat (a one-trial run each); NaN = failed.
@@ -478,6 +465,55 @@ mod tests {
         assert!(table.contains("2/3 (1 failed)"), "{table}");
         let md = markdown(&c, &rows);
         assert!(md.contains("## Failed runs") && md.contains("s1, repeat 2 (seed 2)"), "{md}");
+    }
+
+    #[test]
+    fn machine_files_round_trip_floats_bit_for_bit() {
+        // People copy best parameters and values from these files: each float must parse back to
+        // the very same f64 (Display and serde_json print the shortest such text; `{:.6}` would not).
+        const TRICKY: [f64; 4] = [0.1 + 0.2, 1e-300, 123456.789e10, 4.055474706295447e-187];
+        let mut c = comparison(&[&TRICKY[..]]);
+        for (run, x) in c.runs.iter_mut().zip(TRICKY) {
+            run.trials[0].params.insert("x".into(), serde_json::json!(x));
+        }
+        let same =
+            |got: f64, want: f64, what: &str| assert_eq!(got.to_bits(), want.to_bits(), "{what}: {got:e} vs {want:e}");
+
+        let csv = trials_csv(&c);
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let mut rows_seen = 0;
+        for (line, x) in lines.zip(TRICKY) {
+            let cells: Vec<&str> = line.split(',').collect();
+            for name in ["x", "value", "best", "regret"] {
+                same(cells[col(name)].parse().unwrap(), x, name);
+            }
+            rows_seen += 1;
+        }
+        assert_eq!(rows_seen, TRICKY.len());
+
+        let text = serde_json::to_string(&trials_json(&c)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (t, x) in json.as_array().unwrap().iter().zip(TRICKY) {
+            for name in ["value", "best", "regret"] {
+                same(t[name].as_f64().unwrap(), x, name);
+            }
+            same(t["params"]["x"].as_f64().unwrap(), x, "params.x");
+        }
+
+        let rows = summarize(&c);
+        let text = serde_json::to_string_pretty(&summary_json(&c, &rows)).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let finals = summary["strategies"][0]["finals"].as_array().unwrap();
+        assert_eq!(finals.len(), TRICKY.len());
+        for (got, x) in finals.iter().zip(TRICKY) {
+            same(got.as_f64().unwrap(), x, "finals");
+        }
+        same(summary["strategies"][0]["min"].as_f64().unwrap(), 1e-300, "min");
+        for (run, x) in summary["runs"].as_array().unwrap().iter().zip(TRICKY) {
+            same(run["final"].as_f64().unwrap(), x, "runs.final");
+        }
     }
 
     #[test]

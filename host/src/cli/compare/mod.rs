@@ -4,13 +4,13 @@
 //! `trials.json`) and best-so-far curves with bands (`curves.png`, `curves.svg`).
 //!
 //! Two ways to run:
-//! - `--objective bench:NAME`: in-process, without a study database, on all cores. Each
-//!   (strategy, repeat) is a job; worker threads each drive a [`SandboxedStrategy`] on their own
-//!   current-thread tokio runtime, sharing one [`PluginRuntime`] and the loaded plugins. With
-//!   `--parallel K` the job keeps K suggestions pending, as the campaign does: `suggest(K)`, then
-//!   the oldest pending trial "finishes" (it is evaluated at once), is observed, and one new trial
-//!   is asked for, listing the pending ones. Completion order is deterministic (oldest first), so a
-//!   run is reproducible from its seed.
+//! - `--objective bench:NAME`: in-process, on an in-memory study, on all cores. Each
+//!   (strategy, repeat) is a job; worker threads each run the campaign loop — the same one as
+//!   `alcf-host run`, with the bench executor — on their own current-thread tokio runtime,
+//!   sharing one [`PluginRuntime`] and the loaded plugins. With `--parallel K` the campaign keeps
+//!   K trials pending; bench trials finish at once, so each round observes the K finished trials
+//!   in one call and asks for K more, listing none pending. On a current-thread runtime the order
+//!   of events is fixed, so a run is reproducible from its seed.
 //! - `--config FILE`: real trials through the configured executor. Each (strategy, repeat) is a
 //!   durable study `compare-<name>-<strategy>-r<r>` under the report directory's `studies/`, run by
 //!   the campaign loop; running the same command again with `--out DIR` resumes them.
@@ -21,7 +21,6 @@ pub mod plot;
 pub mod report;
 pub mod stats;
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,14 +29,19 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::config::{Config, Direction, StrategyConfig};
-use crate::executor::TrialSpec;
-use crate::executor::bench::{self, BenchExecutor};
-use crate::plugin::sandbox::{Grants, Storage};
-use crate::plugin::strategy::{Observation, ObservedStatus, PluginLimits, SandboxedStrategy, StudyInfo};
-use crate::plugin::{LoadedPlugin, PluginRuntime, default_cache_dir};
-use crate::space::{Assignment, SearchSpace};
-use crate::study::{StudyDb, TrialState};
+use alcf_host::campaign::event::{Event, Observer};
+use alcf_host::campaign::{Campaign, CampaignSettings, Interrupts, StopReason};
+use alcf_host::config::{Config, Direction, StrategyConfig};
+use alcf_host::executor::bench::{self, BenchExecutor};
+use alcf_host::plugin::sandbox::{Grants, Storage};
+use alcf_host::plugin::strategy::{PluginLimits, SandboxedStrategy, StudyInfo};
+use alcf_host::plugin::{LoadedPlugin, PluginRuntime, default_cache_dir};
+use alcf_host::space::SearchSpace;
+use alcf_host::study::{StudyDb, StudyMeta, TrialState};
+use alcf_host::trial::{TrialRules, TrialService};
+use tracing::Instrument;
+
+use crate::cli::logging;
 
 /// Trials per run and repeats per strategy when not given.
 pub const DEFAULT_TRIALS: u32 = 100;
@@ -278,21 +282,16 @@ fn default_out_dir(objective: &str) -> PathBuf {
     PathBuf::from("reports").join(format!("compare-{clean}-{}", utc_timestamp()))
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC, without a date library.
+/// `YYYYMMDD-HHMMSS` in UTC, now.
 fn utc_timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    utc_timestamp_at(secs as i64)
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC of `secs` after the Unix epoch, without a date library.
+fn utc_timestamp_at(secs: i64) -> String {
+    let t = alcf_host::utc::UtcTime::from_unix(secs);
+    format!("{:04}{:02}{:02}-{:02}{:02}{:02}", t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
 fn parse_bench(objective: &str) -> anyhow::Result<(String, Option<usize>)> {
@@ -431,10 +430,12 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
     let seed = opts.seed.unwrap_or(0);
     let jobs_n = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (strategies, plugins) = load_all(&runtime, &opts.strategies)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create report directory {}", out.display()))?;
-    init_logging(out);
+    // Plugin logs (and warnings) of a bench comparison go to `compare.log` in the report directory.
+    let log = out.join("compare.log");
+    let bench_name = bench.function().name.clone();
 
     let jobs = job_list(strategies.len(), repeats);
     let workers = jobs_n.min(jobs.len()).max(1);
@@ -454,8 +455,8 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
     std::thread::scope(|scope| {
         for w in 0..workers {
             let (jobs, next, results, plugins, strategies) = (&jobs, &next, &results, &plugins, &strategies);
-            let (bench, space, metric, bar, limits, grants, setup_error) =
-                (&bench, &space, &metric, &bar, &limits, &grants, &setup_error);
+            let (bench_name, space, metric, bar, limits, grants, setup_error, log) =
+                (&bench_name, &space, &metric, &bar, &limits, &grants, &setup_error, &log);
             let spawned = std::thread::Builder::new().name(format!("compare-{w}")).spawn_scoped(scope, move || {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
@@ -471,7 +472,8 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
                     let ctx = BenchJob {
                         plugin: plugins[job.strategy].clone(),
                         strategy: &strategies[job.strategy],
-                        bench,
+                        bench_name,
+                        bench_dim: dim,
                         space,
                         metric,
                         trials,
@@ -481,7 +483,7 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
                         grants: grants.clone(),
                         bar,
                     };
-                    let result = rt.block_on(run_bench_job(ctx, job));
+                    let result = rt.block_on(run_bench_job(ctx, job).instrument(logging::study_span(log)));
                     if let Some(e) = &result.error {
                         bar.println(format!(
                             "warning: {} repeat {} (seed {}) failed: {e}",
@@ -524,7 +526,8 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
 struct BenchJob<'a> {
     plugin: Arc<LoadedPlugin>,
     strategy: &'a StrategyEntry,
-    bench: &'a BenchExecutor,
+    bench_name: &'a str,
+    bench_dim: Option<usize>,
     space: &'a SearchSpace,
     metric: &'a Metric,
     trials: u32,
@@ -535,13 +538,75 @@ struct BenchJob<'a> {
     bar: &'a indicatif::ProgressBar,
 }
 
-/// Drives one strategy on a bench function in-process: keep `parallel` suggestions pending, let
-/// the oldest finish, observe it, ask for one more.
+/// Runs one strategy on a bench function in-process, through the same campaign loop and trial
+/// lifecycle as `alcf-host run`, on an in-memory study.
 async fn run_bench_job(ctx: BenchJob<'_>, job: Job) -> RunResult {
     let start = Instant::now();
     let mut run = RunResult::new(job.strategy, job.repeat, ctx.seed);
+    if let Err(e) = drive_bench(&ctx, job, &mut run).await {
+        // There is no study to resume here: drop the campaign's advice about one.
+        run.error = Some(e.split(". The study is intact").next().unwrap_or(&e).to_string());
+    }
+    run.elapsed_s = start.elapsed().as_secs_f64();
+    // Trials never run (the plugin failed) still count on the bar, so it ends at 100 %.
+    ctx.bar.inc(u64::from(ctx.trials).saturating_sub(run.trials.len() as u64));
+    run
+}
+
+/// What a bench run's observer collects, in the order the campaign emitted it.
+#[derive(Default)]
+struct Collected {
+    /// (trial id, value) in completion order.
+    finished: Vec<(u64, Option<f64>)>,
+    /// Seconds of the `suggest` call that proposed each trial, divided by what it returned.
+    share: std::collections::HashMap<u64, f64>,
+    last_share: f64,
+    suggest_s: f64,
+    suggestions: u32,
+    observe_s: f64,
+    observe_calls: u32,
+    warnings: Vec<String>,
+    stop: Option<StopReason>,
+}
+
+struct Collector {
+    shared: Arc<Mutex<Collected>>,
+    bar: indicatif::ProgressBar,
+}
+
+impl Observer for Collector {
+    fn event(&mut self, event: &Event) {
+        let mut c = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Event::Suggested { returned, elapsed, .. } => {
+                let secs = elapsed.as_secs_f64();
+                c.suggest_s += secs;
+                c.suggestions += *returned as u32;
+                c.last_share = secs / (*returned).max(1) as f64;
+            }
+            Event::TrialStarted { trial, .. } => {
+                let share = c.last_share;
+                c.share.insert(*trial, share);
+            }
+            Event::TrialFinished { trial, value, .. } => {
+                c.finished.push((*trial, *value));
+                self.bar.inc(1);
+            }
+            Event::Observed { elapsed, .. } => {
+                c.observe_s += elapsed.as_secs_f64();
+                c.observe_calls += 1;
+            }
+            Event::PluginRestarted { message } => c.warnings.push(message.clone()),
+            Event::Stopped { reason } => c.stop = Some(reason.clone()),
+            _ => {}
+        }
+    }
+}
+
+async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Result<(), String> {
+    let name = format!("compare-{}-{}-r{}", ctx.bench_name, ctx.strategy.name, job.repeat);
     let study = StudyInfo {
-        name: format!("compare-{}-{}-r{}", ctx.bench.function().name, ctx.strategy.name, job.repeat),
+        name: name.clone(),
         space: ctx.space.clone(),
         direction: Direction::Minimize,
         objective: bench::METRIC.to_string(),
@@ -552,78 +617,60 @@ async fn run_bench_job(ctx: BenchJob<'_>, job: Job) -> RunResult {
     };
     let mut strategy =
         SandboxedStrategy::new(ctx.plugin.clone(), &study, ctx.limits.clone(), ctx.grants.clone(), Storage::memory());
-    if let Err(e) = drive_bench(&mut strategy, &ctx, &mut run).await {
-        // There is no study to resume here: drop the campaign's advice about one.
-        run.error = Some(e.split(". The study is intact").next().unwrap_or(&e).to_string());
-    }
-    run.warnings.append(&mut strategy.faults);
-    run.elapsed_s = start.elapsed().as_secs_f64();
-    // Trials never run (the plugin failed) still count on the bar, so it ends at 100 %.
-    ctx.bar.inc(u64::from(ctx.trials).saturating_sub(run.trials.len() as u64));
-    run
-}
-
-async fn drive_bench(strategy: &mut SandboxedStrategy, ctx: &BenchJob<'_>, run: &mut RunResult) -> Result<(), String> {
     // Instantiate and `init` the plugin before timing suggestions, so the first one is not charged
     // for it: `suggest(0)` brings an instance up and asks for nothing (its answer is ignored).
     strategy.suggest(0, &[]).await.map_err(|e| e.to_string())?;
-    let trials = ctx.trials as usize;
-    let parallel = ctx.parallel.max(1) as usize;
-    // (id, params, seconds of the suggest call that proposed it, per suggestion)
-    let mut pending: VecDeque<(u64, Assignment, f64)> = VecDeque::new();
-    let mut next_id = 1u64;
-    while run.trials.len() < trials {
-        let want = (parallel - pending.len()).min(trials - run.trials.len() - pending.len());
-        if want > 0 {
-            let listed: Vec<(u64, Assignment)> = pending.iter().map(|(id, a, _)| (*id, a.clone())).collect();
-            let t = Instant::now();
-            let raw = strategy.suggest(want as u32, &listed).await.map_err(|e| e.to_string())?;
-            let secs = t.elapsed().as_secs_f64();
-            if raw.len() > want {
-                return Err(format!("the plugin returned {} suggestions but was asked for at most {want}", raw.len()));
-            }
-            run.suggest_s += secs;
-            run.suggestions += raw.len() as u32;
-            let share = secs / raw.len().max(1) as f64;
-            for r in &raw {
-                let params =
-                    ctx.space.validate(r).map_err(|e| format!("the plugin suggested an invalid trial: {e}"))?;
-                pending.push_back((next_id, params, share));
-                next_id += 1;
-            }
-        }
-        let Some((id, params, share)) = pending.pop_front() else {
-            // Nothing pending and nothing suggested: the strategy is done early.
-            break;
-        };
-        let params_json = params.to_json(ctx.space);
-        let spec = TrialSpec { id, params: params.clone(), params_json: params_json.clone(), dir: PathBuf::new() };
-        let value = ctx.bench.evaluate(&spec).ok().filter(|v| v.is_finite());
-        push_trial(run, ctx.metric, id, params_json, value, Some(share));
-        ctx.bar.inc(1);
-        let obs = Observation {
-            trial: id,
-            params,
-            status: if value.is_some() { ObservedStatus::Completed } else { ObservedStatus::Failed },
-            value,
-            metrics: value.map(|v| vec![(bench::METRIC.to_string(), v)]).unwrap_or_default(),
-        };
-        let t = Instant::now();
-        strategy.observe(&[obs]).await.map_err(|e| e.to_string())?;
-        run.observe_s += t.elapsed().as_secs_f64();
-        run.observe_calls += 1;
+    let meta = StudyMeta {
+        name: name.clone(),
+        objective: bench::METRIC.to_string(),
+        direction: Direction::Minimize.as_str().to_string(),
+        seed: ctx.seed,
+        space: ctx.space.to_json(),
+        executor: format!("bench:{}", ctx.bench_name),
+        plugin: ctx.strategy.path.display().to_string(),
+        plugin_sha256: ctx.strategy.sha256.clone(),
+        created_at: alcf_host::study::now(),
+    };
+    let db = Arc::new(StudyDb::in_memory(&meta).map_err(|e| e.to_string())?);
+    let rules = TrialRules {
+        study: name,
+        trials_dir: PathBuf::new(),
+        objective: bench::METRIC.to_string(),
+        direction: Direction::Minimize,
+        budget: Some(ctx.trials),
+        retries: 0,
+    };
+    let loaded = TrialService::load(db.clone(), ctx.space.clone(), rules).map_err(|e| e.to_string())?;
+    let executor = BenchExecutor::new(ctx.bench_name, ctx.bench_dim, None).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Mutex::new(Collected::default()));
+    let collector = Collector { shared: shared.clone(), bar: ctx.bar.clone() };
+    let campaign = Campaign::new(
+        loaded,
+        strategy,
+        Arc::new(executor),
+        CampaignSettings { max_time: None, parallel: ctx.parallel.max(1) },
+        Box::new(collector),
+        Interrupts::default(),
+    );
+    let summary = campaign.run().await.map_err(|e| e.to_string())?;
+    let rows = db.trials().map_err(|e| e.to_string())?;
+    let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+    for (id, value) in c.finished.clone() {
+        let params = rows.iter().find(|r| r.id == id).map(|r| r.params.clone()).unwrap_or_default();
+        push_trial(run, ctx.metric, id, params, value, c.share.get(&id).copied());
     }
-    Ok(())
-}
-
-/// Plugin logs (and warnings) of a bench comparison go to `compare.log` in the report directory.
-fn init_logging(out: &Path) {
-    use tracing_subscriber::prelude::*;
-    let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(out.join("compare.log")) else { return };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALCF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,plugin=info,wasmtime=warn,cranelift=warn"));
-    let layer = tracing_subscriber::fmt::layer().with_writer(Mutex::new(file)).with_ansi(false).with_filter(filter);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    run.suggest_s = c.suggest_s;
+    run.suggestions = c.suggestions;
+    run.observe_s = c.observe_s;
+    run.observe_calls = c.observe_calls;
+    run.warnings.append(&mut c.warnings);
+    match summary.reason {
+        StopReason::PluginFailed(m)
+        | StopReason::PluginOptions(m)
+        | StopReason::ExecutorFailed(m)
+        | StopReason::ObjectiveMissing(m) => Err(m),
+        _ => Ok(()),
+    }
 }
 
 async fn compare_config(
@@ -645,7 +692,7 @@ async fn compare_config(
     let jobs_n = opts.jobs.unwrap_or(1);
 
     // Load (and so check) every plugin before any study starts.
-    let runtime = PluginRuntime::new(default_cache_dir())?;
+    let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (strategies, _plugins) = load_all(&runtime, &opts.strategies)?;
     drop(runtime);
     if let Some(s) = strategies.iter().find(|s| s.options.is_some()) {
@@ -748,11 +795,11 @@ async fn run_config_job(ctx: ConfigJob, job: Job) -> (RunResult, bool) {
     let start = Instant::now();
     let mut run = RunResult::new(job.strategy, job.repeat, ctx.seed);
     let dir = ctx.root.join(&ctx.study);
-    let exists = dir.join(crate::study::DB_FILE).exists();
+    let exists = dir.join(alcf_host::study::DB_FILE).exists();
     if !ctx.quiet {
         eprintln!("{} study {} ({})", if exists { "Resuming" } else { "Starting" }, ctx.study, dir.display());
     }
-    let opts = crate::commands::RunOptions {
+    let opts = crate::cli::run::RunOptions {
         strategy: Some(ctx.strategy.clone()),
         config: Some(ctx.config.clone()),
         objective: None,
@@ -766,18 +813,18 @@ async fn run_config_job(ctx: ConfigJob, job: Job) -> (RunResult, bool) {
         quiet: true,
     };
     let mut stopped = false;
-    match crate::commands::run(opts).await {
-        Ok(summary) => {
-            use crate::campaign::StopReason;
-            match summary.reason {
-                StopReason::PluginFailed(m) | StopReason::ExecutorFailed(m) => run.error = Some(m),
-                StopReason::Interrupted | StopReason::Cancelled => {
-                    stopped = true;
-                    run.error = Some("interrupted; rerun the command with the same --out to resume".into());
-                }
-                StopReason::Budget | StopReason::Time | StopReason::StrategyDone => {}
+    match crate::cli::run::run(opts).await {
+        Ok(summary) => match summary.reason {
+            StopReason::PluginFailed(m)
+            | StopReason::PluginOptions(m)
+            | StopReason::ExecutorFailed(m)
+            | StopReason::ObjectiveMissing(m) => run.error = Some(m),
+            StopReason::Interrupted | StopReason::Cancelled => {
+                stopped = true;
+                run.error = Some("interrupted; rerun the command with the same --out to resume".into());
             }
-        }
+            StopReason::Budget | StopReason::Time | StopReason::StrategyDone => {}
+        },
         Err(e) => run.error = Some(format!("{e:#}")),
     }
     if let Err(e) = read_study(&dir, &ctx.metric, &mut run) {
@@ -819,6 +866,11 @@ mod tests {
 
     #[test]
     fn timestamp_shape() {
+        // Known instants (`date -u -d @SECS`): day and month differ, so a swap cannot pass.
+        assert_eq!(utc_timestamp_at(1_772_600_767), "20260304-050607"); // 2026-03-04T05:06:07Z
+        assert_eq!(utc_timestamp_at(1_709_251_199), "20240229-235959"); // leap day, last second
+        assert_eq!(utc_timestamp_at(0), "19700101-000000");
+        assert_eq!(utc_timestamp_at(951_782_400), "20000229-000000"); // a leap year divisible by 400
         let t = utc_timestamp();
         assert_eq!(t.len(), 15, "{t}");
         assert!(t.starts_with("20") && t.as_bytes()[8] == b'-', "{t}");

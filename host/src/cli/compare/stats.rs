@@ -68,6 +68,7 @@ pub fn curve_auc(curve: &[Option<f64>], log: bool) -> Option<f64> {
     mean(&ys)
 }
 
+#[cfg(test)]
 /// The running best of `values` (lower is better), `None` until the first value.
 pub fn best_so_far(values: &[Option<f64>]) -> Vec<Option<f64>> {
     let mut best: Option<f64> = None;

@@ -1,0 +1,879 @@
+//! The campaign loop: asynchronous parallel ask/tell between one strategy plugin and one executor.
+//!
+//! Keeps up to `parallel` trials running. Enqueued trials go first; then the strategy is asked for
+//! the free slots in one `suggest` call that lists the pending trials. Every trial goes through the
+//! [`TrialService`] (validate, row, submit, job recorded, judged, finished). Trials that finish
+//! together are recorded in one transaction and observed in one call.
+//!
+//! The strategy runs on its own task ([`actor`]), so the loop keeps recording finished trials and
+//! answering Ctrl-C while a plugin call is in progress. The loop never prints: it emits [`Event`]s.
+//!
+//! It knows nothing about which executor it drives or what the plugin does.
+
+mod actor;
+pub mod event;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+pub use event::{Event, Level, Observer, StopReason};
+
+use crate::executor::{Executor, ExecutorError, Health, JobHandle, MetricsLine, RunReport, TrialSpec};
+use crate::plugin::strategy::{Observation, PluginError, SandboxedStrategy};
+use crate::study::{Finish, StudyError, TrialRow, TrialState};
+use crate::trial::{Loaded, Tally, TrialService, describe_params};
+use actor::{Reply, Request, StrategyTask};
+
+/// How many invalid suggestion rounds in a row end the run (the study stays resumable).
+const MAX_INVALID_ROUNDS: u32 = 3;
+/// How many trials in a row that cannot even be started end the run (usually a config error).
+const MAX_SUBMIT_FAILURES: u32 = 3;
+/// How many trials in a row that ran but reported no objective end the run (the config names the
+/// wrong metric: every further trial would fail the same way).
+const MAX_MISSING_OBJECTIVE: u32 = 3;
+/// How often a trial whose job the executor lost is re-run before it is marked failed.
+const MAX_ATTEMPTS: u32 = 3;
+/// The longest wait between tries while an executor refuses work with transient errors: a
+/// scheduler's admins watch its load, so a host must not hammer it.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long to wait before asking again for jobs a crashed host submitted but never recorded.
+const UNRECORDED_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct CampaignSettings {
+    pub max_time: Option<Duration>,
+    pub parallel: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub reason: StopReason,
+    pub tally: Tally,
+    pub elapsed: Duration,
+}
+
+/// Ctrl-C / SIGTERM / SIGHUP count shared with the signal listener.
+#[derive(Clone, Default)]
+pub struct Interrupts {
+    count: Arc<AtomicU32>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Interrupts {
+    /// Listens for SIGINT, SIGTERM and SIGHUP for the life of the process. SIGHUP (the SSH session
+    /// to a login node dropped) counts like the first Ctrl-C: stop submitting, keep what runs.
+    pub fn listen() -> Interrupts {
+        use tokio::signal::unix::{SignalKind, signal};
+        let me = Interrupts::default();
+        for kind in [SignalKind::terminate(), SignalKind::hangup()] {
+            if let Ok(mut stream) = signal(kind) {
+                let handle = me.clone();
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        handle.raise();
+                    }
+                });
+            }
+        }
+        let handle = me.clone();
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                handle.raise();
+            }
+        });
+        me
+    }
+
+    pub fn raise(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    /// The study database failed: nothing more can be recorded, so the run stops at once.
+    #[error(transparent)]
+    Study(#[from] StudyError),
+}
+
+pub struct Campaign {
+    trials: TrialService,
+    history: Vec<Observation>,
+    unfinished: Vec<TrialRow>,
+    strategy: Option<SandboxedStrategy>,
+    /// The plugin's name, for messages.
+    plugin: String,
+    executor: Arc<dyn Executor>,
+    settings: CampaignSettings,
+    observer: Box<dyn Observer>,
+    interrupts: Interrupts,
+}
+
+type Finished = (u64, Result<RunReport, ExecutorError>);
+
+/// The loop's working state.
+struct Run {
+    /// Calls for the strategy task; `None` once the run is over.
+    requests: Option<mpsc::UnboundedSender<Request>>,
+    running: HashMap<u64, (TrialSpec, JobHandle)>,
+    /// `slots[i]` holds the trial that runs in slot i.
+    slots: Vec<Option<u64>>,
+    waiting: JoinSet<Finished>,
+    /// Trials with a row that are not submitted yet (the executor is paused, or they are re-runs).
+    backlog: Vec<TrialSpec>,
+    /// A `suggest` call is in progress for this many trials.
+    asked: Option<u32>,
+    /// The strategy returned nothing: do not ask again until a trial finishes.
+    exhausted: bool,
+    paused: Option<String>,
+    retry_at: Option<tokio::time::Instant>,
+    /// Transient refusals in a row: each doubles the wait before the next try.
+    backoff: u32,
+    invalid_rounds: u32,
+    submit_failures: u32,
+    missing_objective: u32,
+    stopping: Option<StopReason>,
+}
+
+impl Run {
+    fn in_use(&self) -> usize {
+        self.running.len() + self.backlog.len() + self.asked.unwrap_or(0) as usize
+    }
+
+    fn take_slot(&mut self, trial: u64) -> u32 {
+        match self.slots.iter().position(Option::is_none) {
+            Some(i) => {
+                self.slots[i] = Some(trial);
+                i as u32
+            }
+            None => {
+                // More re-attached jobs than slots (the study's parallelism was lowered).
+                self.slots.push(Some(trial));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn free_slot(&mut self, trial: u64) {
+        for s in &mut self.slots {
+            if *s == Some(trial) {
+                *s = None;
+            }
+        }
+    }
+}
+
+impl Campaign {
+    pub fn new(
+        loaded: Loaded,
+        strategy: SandboxedStrategy,
+        executor: Arc<dyn Executor>,
+        settings: CampaignSettings,
+        observer: Box<dyn Observer>,
+        interrupts: Interrupts,
+    ) -> Campaign {
+        Campaign {
+            trials: loaded.service,
+            history: loaded.history,
+            unfinished: loaded.unfinished,
+            plugin: strategy.name().to_string(),
+            strategy: Some(strategy),
+            executor,
+            settings,
+            observer,
+            interrupts,
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.observer.event(&event);
+    }
+
+    fn notice(&mut self, level: Level, message: String) {
+        if level != Level::Info {
+            let _ = self.trials.db().event(if level == Level::Error { "error" } else { "warning" }, None, &message);
+        }
+        self.emit(Event::Notice { level, message });
+    }
+
+    /// Runs until the budget is spent, the user interrupts, or a fault stops it.
+    pub async fn run(mut self) -> Result<Summary, CampaignError> {
+        let start = Instant::now();
+        let deadline = self.settings.max_time.map(|t| tokio::time::Instant::now() + t);
+        let history = std::mem::take(&mut self.history);
+        if !history.is_empty() {
+            self.trials.db().event(
+                "resume",
+                None,
+                &format!("{} finished trials replayed into the strategy", history.len()),
+            )?;
+        }
+        let tally = self.trials.tally();
+        self.emit(Event::Started {
+            budget: self.trials.rules().budget,
+            completed: tally.completed,
+            failed: tally.failed,
+            best: tally.best.map(|b| b.1),
+            replayed: history.len(),
+        });
+        // The first plugin call instantiates the plugin and replays this history into it.
+        let Some(mut strategy) = self.strategy.take() else {
+            return Ok(Summary { reason: StopReason::StrategyDone, tally, elapsed: start.elapsed() });
+        };
+        if !history.is_empty() {
+            strategy.preload(&history);
+        }
+        let (requests, mut task) = StrategyTask::spawn(strategy);
+
+        let (metrics_tx, mut metrics_rx) = mpsc::unbounded_channel::<MetricsLine>();
+        let mut health = self.executor.health();
+        let mut health_alive = true;
+        let mut run = Run {
+            requests: Some(requests),
+            running: HashMap::new(),
+            slots: vec![None; self.settings.parallel.max(1) as usize],
+            waiting: JoinSet::new(),
+            backlog: Vec::new(),
+            asked: None,
+            exhausted: false,
+            paused: match &*health.borrow() {
+                Health::Paused { reason } => Some(reason.clone()),
+                Health::Ready => None,
+            },
+            retry_at: None,
+            backoff: 0,
+            invalid_rounds: 0,
+            submit_failures: 0,
+            missing_objective: 0,
+            stopping: None,
+        };
+        let unfinished = std::mem::take(&mut self.unfinished);
+        self.reconcile(unfinished, &mut run, &metrics_tx).await?;
+
+        let mut seen_interrupts = self.interrupts.count();
+        loop {
+            if run.stopping.is_none() {
+                self.refill(&mut run, deadline, &metrics_tx).await?;
+            }
+            if run.stopping.is_some() && run.running.is_empty() {
+                // Backlog trials keep their `pending` rows: a resume submits them.
+                break;
+            }
+            if run.running.is_empty() && run.backlog.is_empty() && run.asked.is_none() {
+                if self.trials.budget_left() == Some(0) {
+                    run.stopping = Some(StopReason::Budget);
+                    break;
+                }
+                if run.exhausted {
+                    run.stopping = Some(StopReason::StrategyDone);
+                    break;
+                }
+            }
+            let timer = async {
+                match deadline {
+                    Some(d) if run.stopping.is_none() => tokio::time::sleep_until(d).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let retry = async {
+                match run.retry_at {
+                    Some(t) if !run.backlog.is_empty() && run.paused.is_none() => tokio::time::sleep_until(t).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = run.waiting.join_next(), if !run.waiting.is_empty() => {
+                    let mut done = Vec::new();
+                    if let Some(j) = joined {
+                        done.push(j);
+                    }
+                    // Take everything else that finished meanwhile: one transaction, one observe call.
+                    while let Some(j) = run.waiting.try_join_next() {
+                        done.push(j);
+                    }
+                    self.record(done, &mut run)?;
+                }
+                reply = task.replies.recv() => match reply {
+                    Some(reply) => self.answer(reply, &mut run, &metrics_tx).await?,
+                    None => {
+                        run.asked = None;
+                        run.stopping.get_or_insert(StopReason::PluginFailed(format!(
+                            "the task running plugin `{}` ended unexpectedly", task.name
+                        )));
+                    }
+                },
+                Some(line) = metrics_rx.recv() => {
+                    self.emit(Event::TrialProgress { trial: line.trial, index: line.index });
+                }
+                changed = health.changed(), if health_alive => {
+                    if changed.is_err() {
+                        health_alive = false;
+                    } else {
+                        let now = health.borrow_and_update().clone();
+                        self.health_changed(now, &mut run);
+                    }
+                }
+                _ = retry => { run.retry_at = None; }
+                _ = self.interrupts.notify.notified() => {}
+                _ = timer => { run.stopping.get_or_insert(StopReason::Time); }
+            }
+            let n = self.interrupts.count();
+            if n > seen_interrupts {
+                seen_interrupts = n;
+                if n == 1 {
+                    run.stopping = Some(StopReason::Interrupted);
+                    self.trials.db().event("interrupt", None, "stop submitting")?;
+                    if self.executor.jobs_outlive_host() && !run.running.is_empty() {
+                        let message = format!(
+                            "Interrupted: no new trials. {} running job(s) keep running on the {} executor; `--resume` picks them up.",
+                            run.running.len(),
+                            self.executor.kind()
+                        );
+                        self.notice(Level::Warn, message);
+                        run.waiting.abort_all();
+                        run.running.clear();
+                        break;
+                    }
+                    let message = format!(
+                        "Interrupted: no new trials; waiting for {} running trial(s). Press Ctrl-C again to cancel them (they re-run on --resume).",
+                        run.running.len()
+                    );
+                    self.notice(Level::Warn, message);
+                } else {
+                    run.stopping = Some(StopReason::Cancelled);
+                    self.cancel_all(&mut run).await?;
+                    break;
+                }
+            }
+        }
+        if run.stopping != Some(StopReason::Cancelled) {
+            self.executor.detach().await;
+        }
+        // Let the plugin finish observing what was recorded (its faults are reported), unless a
+        // `suggest` is still running: its answer is not needed.
+        run.requests = None;
+        if run.asked.is_none() {
+            while let Some(reply) = task.replies.recv().await {
+                if let Reply::Observed { count, result, elapsed, faults } = reply {
+                    self.emit(Event::Observed { count, elapsed });
+                    self.observed(result, faults, &mut run);
+                }
+            }
+        }
+        let reason = run.stopping.unwrap_or(StopReason::StrategyDone);
+        self.trials.db().event("stop", None, &format!("{reason:?}"))?;
+        self.emit(Event::Stopped { reason: reason.clone() });
+        Ok(Summary { reason, tally: self.trials.tally(), elapsed: start.elapsed() })
+    }
+
+    /// Trials left pending, running or cancelled by an earlier host: wait again on jobs that
+    /// outlive the host, look up by name the ones that were submitted but never recorded, and
+    /// re-run the others as new attempts.
+    async fn reconcile(
+        &mut self,
+        rows: Vec<TrialRow>,
+        run: &mut Run,
+        metrics: &mpsc::UnboundedSender<MetricsLine>,
+    ) -> Result<(), CampaignError> {
+        let outlive = self.executor.jobs_outlive_host();
+        let mut unrecorded = Vec::new();
+        for row in rows {
+            let spec = self.trials.spec_of(&row)?;
+            match (row.state, &row.job_handle, &row.job_id, outlive) {
+                (TrialState::Running, handle, Some(id), true) => {
+                    let handle = handle.as_deref().map_or_else(|| JobHandle::new(id.clone()), JobHandle::from_stored);
+                    self.trials.db().event("reattach", Some(row.id), &format!("waiting again on job {}", handle.id))?;
+                    self.watch(spec, handle, run, metrics);
+                }
+                (TrialState::Pending, _, _, true) => unrecorded.push(spec),
+                _ => {
+                    let spec = self.trials.rerun(&spec)?;
+                    let reason = match row.state {
+                        TrialState::Cancelled => "its job was cancelled".to_string(),
+                        _ => "the host that ran it stopped".to_string(),
+                    };
+                    self.trials.db().event("rerun", Some(row.id), &format!("attempt {}: {reason}", spec.attempt))?;
+                    self.emit(Event::TrialRetried { trial: spec.id, attempt: spec.attempt, reason });
+                    run.backlog.push(spec);
+                }
+            }
+        }
+        if !unrecorded.is_empty() {
+            // A host that died between submit and recording left jobs that only their names find.
+            match self.executor.find(unrecorded.clone()).await {
+                Ok(found) => {
+                    for (spec, handle) in unrecorded.into_iter().zip(found) {
+                        match handle {
+                            Some(handle) => {
+                                self.trials.record_job(&spec, &handle)?;
+                                self.trials.db().event(
+                                    "reattach",
+                                    Some(spec.id),
+                                    &format!("found job {} by its name {}", handle.id, spec.job_name),
+                                )?;
+                                self.watch(spec, handle, run, metrics);
+                            }
+                            None => run.backlog.push(spec),
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Submitting them again could run them twice: wait until the executor answers.
+                    self.notice(Level::Warn, format!("cannot look up unrecorded jobs yet: {e}"));
+                    run.backlog.extend(unrecorded);
+                    run.retry_at = Some(tokio::time::Instant::now() + UNRECORDED_RETRY);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts work for free slots: the backlog first, then enqueued trials, then one `suggest`.
+    async fn refill(
+        &mut self,
+        run: &mut Run,
+        deadline: Option<tokio::time::Instant>,
+        metrics: &mpsc::UnboundedSender<MetricsLine>,
+    ) -> Result<(), CampaignError> {
+        if run.paused.is_some() {
+            return Ok(());
+        }
+        if !run.backlog.is_empty() {
+            if run.retry_at.is_some() {
+                return Ok(());
+            }
+            let parallel = self.settings.parallel as usize;
+            let room = parallel.saturating_sub(run.running.len()).min(run.backlog.len());
+            if room > 0 {
+                let batch: Vec<TrialSpec> = run.backlog.drain(..room).collect();
+                self.submit(batch, run, metrics).await?;
+            }
+            if !run.backlog.is_empty() {
+                return Ok(());
+            }
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            run.stopping = Some(StopReason::Time);
+            return Ok(());
+        }
+        let budget_left = self.trials.budget_left();
+        if budget_left == Some(0) {
+            // Nothing more to ask for; the loop ends once what runs and what waits is done.
+            return Ok(());
+        }
+        if run.asked.is_some() || run.exhausted {
+            return Ok(());
+        }
+        let free = (self.settings.parallel as usize).saturating_sub(run.in_use());
+        let want = budget_left.map_or(free, |b| b.min(free));
+        if want == 0 {
+            return Ok(());
+        }
+        let queued = self.trials.db().queued()?;
+        if !queued.is_empty() {
+            let mut batch = Vec::new();
+            for q in queued.into_iter().take(want) {
+                // Both ways in (`[[study.enqueue]]`, `study enqueue`) validate against the space.
+                let params = crate::space::Assignment::from_json(self.trials.space(), &q.params)
+                    .map_err(|m| StudyError::Corrupt(format!("enqueued trial {} ({}): {m}", q.id, q.source)))?;
+                batch.push(self.trials.create_enqueued(q.id, params)?);
+            }
+            if !batch.is_empty() {
+                self.submit(batch, run, metrics).await?;
+                return Ok(());
+            }
+        }
+        let pending: Vec<(u64, crate::space::Assignment)> =
+            run.running.values().map(|(s, _)| (s.id, s.params.clone())).collect();
+        if let Some(requests) = &run.requests
+            && requests.send(Request::Suggest { count: want as u32, pending }).is_ok()
+        {
+            run.asked = Some(want as u32);
+        }
+        Ok(())
+    }
+
+    /// Handles a plugin's answer.
+    async fn answer(
+        &mut self,
+        reply: Reply,
+        run: &mut Run,
+        metrics: &mpsc::UnboundedSender<MetricsLine>,
+    ) -> Result<(), CampaignError> {
+        match reply {
+            Reply::Observed { count, result, elapsed, faults } => {
+                self.emit(Event::Observed { count, elapsed });
+                self.observed(result, faults, run);
+                Ok(())
+            }
+            Reply::Suggested { asked, result, elapsed, faults } => {
+                run.asked = None;
+                self.faults(faults);
+                let suggestions = match result {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.plugin_error(e, run);
+                        return Ok(());
+                    }
+                };
+                self.emit(Event::Suggested { asked, returned: suggestions.len(), elapsed });
+                if run.stopping.is_some() {
+                    // Asked before the stop: nothing was written for these, so nothing is lost.
+                    return Ok(());
+                }
+                if suggestions.is_empty() {
+                    run.exhausted = true;
+                    return Ok(());
+                }
+                if suggestions.len() > asked as usize {
+                    let message = format!(
+                        "plugin `{}` returned {} suggestions but was asked for at most {asked}; all were discarded",
+                        self.strategy_name(),
+                        suggestions.len()
+                    );
+                    self.invalid_round(run, message);
+                    return Ok(());
+                }
+                let mut batch = Vec::new();
+                for raw in suggestions {
+                    match self.trials.validate(&raw) {
+                        Ok(params) => batch.push(self.trials.create(params)?),
+                        Err(e) => {
+                            let message =
+                                format!("plugin `{}` suggested an {e}; it was discarded", self.strategy_name());
+                            self.notice(Level::Error, message);
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    run.invalid_rounds += 1;
+                    if run.invalid_rounds >= MAX_INVALID_ROUNDS {
+                        run.stopping = Some(StopReason::PluginFailed(format!(
+                            "plugin `{}` proposed only invalid trials {MAX_INVALID_ROUNDS} times in a row; fix the plugin, then continue with --resume",
+                            self.strategy_name()
+                        )));
+                    }
+                    return Ok(());
+                }
+                run.invalid_rounds = 0;
+                self.submit(batch, run, metrics).await
+            }
+        }
+    }
+
+    fn strategy_name(&self) -> &str {
+        &self.plugin
+    }
+
+    fn faults(&mut self, faults: Vec<actor::Contained>) {
+        for contained in faults {
+            match contained {
+                actor::Contained::Restart(message) => {
+                    let _ = self.trials.db().event("plugin-fault", None, &message);
+                    self.emit(Event::PluginRestarted { message });
+                }
+                actor::Contained::Notice(message) => {
+                    let _ = self.trials.db().event("plugin-notice", None, &message);
+                    self.emit(Event::Notice { level: Level::Warn, message });
+                }
+            }
+        }
+    }
+
+    fn observed(&mut self, result: Result<(), PluginError>, faults: Vec<actor::Contained>, run: &mut Run) {
+        self.faults(faults);
+        match result {
+            Ok(()) => {}
+            Err(e @ PluginError::GaveUp { .. }) => {
+                run.stopping.get_or_insert(StopReason::PluginFailed(e.to_string()));
+            }
+            Err(e @ PluginError::Options { .. }) => {
+                run.stopping.get_or_insert(StopReason::PluginOptions(e.to_string()));
+            }
+            // The outcomes are recorded and in the replay history; a refusing observe is reported, not fatal.
+            Err(e) => self.notice(Level::Error, e.to_string()),
+        }
+    }
+
+    fn plugin_error(&mut self, e: PluginError, run: &mut Run) {
+        match e {
+            PluginError::GaveUp { .. } => {
+                run.stopping = Some(StopReason::PluginFailed(e.to_string()));
+            }
+            // The user's plugin options are wrong: a configuration error, not the plugin's fault.
+            PluginError::Options { .. } => {
+                run.stopping = Some(StopReason::PluginOptions(e.to_string()));
+            }
+            e => self.invalid_round(run, e.to_string()),
+        }
+    }
+
+    fn invalid_round(&mut self, run: &mut Run, message: String) {
+        self.notice(Level::Error, message.clone());
+        run.invalid_rounds += 1;
+        if run.invalid_rounds >= MAX_INVALID_ROUNDS {
+            run.stopping = Some(StopReason::PluginFailed(format!(
+                "{message} ({MAX_INVALID_ROUNDS} failed rounds in a row; fix the plugin, then continue with --resume)"
+            )));
+        }
+    }
+
+    fn health_changed(&mut self, health: Health, run: &mut Run) {
+        match health {
+            Health::Paused { reason } => {
+                if run.paused.as_deref() != Some(reason.as_str()) {
+                    let _ = self.trials.db().event("executor-paused", None, &reason);
+                    self.emit(Event::ExecutorPaused { reason: reason.clone() });
+                }
+                run.paused = Some(reason);
+            }
+            Health::Ready => {
+                if run.paused.take().is_some() {
+                    let _ = self.trials.db().event("executor-resumed", None, "");
+                    self.emit(Event::ExecutorResumed);
+                }
+            }
+        }
+    }
+
+    /// Submits a batch of trials that have rows, records their jobs, and starts waiting on them.
+    async fn submit(
+        &mut self,
+        mut batch: Vec<TrialSpec>,
+        run: &mut Run,
+        metrics: &mpsc::UnboundedSender<MetricsLine>,
+    ) -> Result<(), CampaignError> {
+        for spec in &mut batch {
+            spec.slot = run.take_slot(spec.id);
+        }
+        let results = match self.executor.submit(batch.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                for spec in &batch {
+                    run.free_slot(spec.id);
+                }
+                return self.batch_failed(e, batch, run);
+            }
+        };
+        run.backoff = 0;
+        let mut failed = Vec::new();
+        let mut transient = None;
+        for (spec, result) in batch.into_iter().zip(results.into_iter().map(Some).chain(std::iter::repeat(None))) {
+            match result {
+                Some(Ok(handle)) => {
+                    run.submit_failures = 0;
+                    // A job whose handle cannot be stored must not be waited on as if it were:
+                    // the study database is failing, and the run stops here.
+                    self.trials.record_job(&spec, &handle)?;
+                    self.emit(Event::TrialStarted {
+                        trial: spec.id,
+                        attempt: spec.attempt,
+                        job: handle.id.clone(),
+                        params: describe_params(&spec.params_json),
+                    });
+                    self.watch(spec, handle, run, metrics);
+                }
+                Some(Err(ExecutorError::Transient { message, retry_after })) => {
+                    run.free_slot(spec.id);
+                    transient = Some((message, retry_after));
+                    run.backlog.push(spec);
+                }
+                Some(Err(e)) => {
+                    run.free_slot(spec.id);
+                    run.submit_failures += 1;
+                    failed.push((spec, Finish::failed(e.to_string())));
+                }
+                None => {
+                    run.free_slot(spec.id);
+                    failed.push((spec, Finish::failed("the executor gave no answer for this trial".into())));
+                }
+            }
+        }
+        if let Some((message, retry_after)) = transient {
+            self.pause_for(message, retry_after, run);
+        }
+        if !failed.is_empty() {
+            self.finish(failed, run)?;
+        }
+        if run.submit_failures >= MAX_SUBMIT_FAILURES {
+            run.stopping.get_or_insert(StopReason::ExecutorFailed(format!(
+                "{MAX_SUBMIT_FAILURES} trials in a row could not be started; see the failure reason of the last trial (`alcf-host study show`)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn batch_failed(&mut self, e: ExecutorError, batch: Vec<TrialSpec>, run: &mut Run) -> Result<(), CampaignError> {
+        match e {
+            ExecutorError::Transient { message, retry_after } => {
+                run.backlog.extend(batch);
+                self.pause_for(message, retry_after, run);
+                Ok(())
+            }
+            ExecutorError::Fatal(message) => {
+                // Their rows stay pending: a resume, once the configuration is fixed, starts them.
+                run.backlog.extend(batch);
+                run.stopping.get_or_insert(StopReason::ExecutorFailed(message));
+                Ok(())
+            }
+            e => {
+                run.submit_failures += batch.len() as u32;
+                let message = e.to_string();
+                let failed = batch.into_iter().map(|s| (s, Finish::failed(message.clone()))).collect();
+                self.finish(failed, run)?;
+                if run.submit_failures >= MAX_SUBMIT_FAILURES {
+                    run.stopping.get_or_insert(StopReason::ExecutorFailed(format!(
+                        "{MAX_SUBMIT_FAILURES} trials in a row could not be started: {message}"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A transient submit error: keep the trials, pause, retry with a growing delay.
+    fn pause_for(&mut self, message: String, retry_after: Duration, run: &mut Run) {
+        let delay = retry_after.saturating_mul(1 << run.backoff.min(8)).min(MAX_BACKOFF);
+        run.backoff += 1;
+        run.retry_at = Some(tokio::time::Instant::now() + delay);
+        let reason = format!("{message}; {} trial(s) wait, retrying in {} s", run.backlog.len(), delay.as_secs());
+        let _ = self.trials.db().event("executor-paused", None, &reason);
+        self.emit(Event::ExecutorPaused { reason });
+    }
+
+    fn watch(
+        &mut self,
+        mut spec: TrialSpec,
+        handle: JobHandle,
+        run: &mut Run,
+        metrics: &mpsc::UnboundedSender<MetricsLine>,
+    ) {
+        let id = spec.id;
+        if !run.slots.contains(&Some(id)) {
+            // A re-attached job: it gets a slot for as long as it runs.
+            spec.slot = run.take_slot(id);
+        }
+        let fut = self.executor.wait(spec.clone(), handle.clone(), metrics.clone());
+        run.waiting.spawn(async move { (id, fut.await) }.in_current_span());
+        run.running.insert(id, (spec, handle));
+    }
+
+    /// Judges finished runs, records them in one transaction, and tells the strategy.
+    fn record(
+        &mut self,
+        done: Vec<Result<Finished, tokio::task::JoinError>>,
+        run: &mut Run,
+    ) -> Result<(), CampaignError> {
+        let mut finished = Vec::with_capacity(done.len());
+        for joined in done {
+            let (id, result) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    self.notice(Level::Error, format!("a trial waiter panicked: {e}"));
+                    continue;
+                }
+            };
+            let Some((spec, _handle)) = run.running.remove(&id) else { continue };
+            run.free_slot(id);
+            run.exhausted = false;
+            let finish = match result {
+                Ok(report) => {
+                    let judged = self.trials.judge(&spec, report);
+                    if judged.retry {
+                        let reason = judged.finish.failure.clone().unwrap_or_default();
+                        self.retry(spec, reason, run)?;
+                        continue;
+                    }
+                    if judged.objective_missing {
+                        run.missing_objective += 1;
+                        if run.missing_objective >= MAX_MISSING_OBJECTIVE {
+                            let why = judged.finish.failure.clone().unwrap_or_default();
+                            run.stopping.get_or_insert(StopReason::ObjectiveMissing(format!(
+                                "{MAX_MISSING_OBJECTIVE} trials in a row ran but reported no objective `{}`; the last one: {why}. \
+                                 Fix study.objective in the config (or the program), then continue with --resume: \
+                                 a study whose trials all failed takes the new objective",
+                                self.trials.rules().objective
+                            )));
+                        }
+                    } else if judged.finish.state == TrialState::Completed {
+                        run.missing_objective = 0;
+                    }
+                    judged.finish
+                }
+                Err(ExecutorError::Lost { job, message }) if spec.attempt < MAX_ATTEMPTS => {
+                    self.retry(spec, format!("job {job} was lost: {message}"), run)?;
+                    continue;
+                }
+                Err(e) => Finish::failed(e.to_string()),
+            };
+            finished.push((spec, finish));
+        }
+        self.finish(finished, run)
+    }
+
+    fn retry(&mut self, spec: TrialSpec, reason: String, run: &mut Run) -> Result<(), CampaignError> {
+        let next = self.trials.rerun(&spec)?;
+        self.trials.db().event("retry", Some(spec.id), &format!("attempt {}: {reason}", next.attempt))?;
+        self.emit(Event::TrialRetried { trial: next.id, attempt: next.attempt, reason });
+        run.backlog.push(next);
+        Ok(())
+    }
+
+    fn finish(&mut self, finished: Vec<(TrialSpec, Finish)>, run: &mut Run) -> Result<(), CampaignError> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<Event> = finished
+            .iter()
+            .map(|(s, f)| Event::TrialFinished {
+                trial: s.id,
+                state: f.state,
+                value: f.value,
+                failure: f.failure.clone(),
+            })
+            .collect();
+        let crate::trial::Recorded { observations, improved } = self.trials.finish(finished)?;
+        for e in events {
+            self.emit(e);
+        }
+        if let Some((trial, value)) = improved {
+            self.emit(Event::BestImproved { trial, value });
+        }
+        // Sent now, served after any `suggest` in progress: the plugin sees calls in order.
+        if let Some(requests) = &run.requests {
+            let _ = requests.send(Request::Observe { batch: observations });
+        }
+        Ok(())
+    }
+
+    /// Second Ctrl-C: cancel every running job and record the trials as cancelled.
+    async fn cancel_all(&mut self, run: &mut Run) -> Result<(), CampaignError> {
+        self.notice(Level::Warn, format!("Cancelling {} running trial(s)…", run.running.len()));
+        run.waiting.abort_all();
+        let (ids, handles): (Vec<u64>, Vec<JobHandle>) = run.running.drain().map(|(id, (_, h))| (id, h)).unzip();
+        if let Err(e) = self.executor.cancel(handles).await {
+            self.notice(Level::Error, format!("could not cancel every job: {e}"));
+        }
+        self.trials.cancelled(&ids)?;
+        self.trials.db().event(
+            "cancel",
+            None,
+            &format!("{} running trials cancelled; they re-run on resume", ids.len()),
+        )?;
+        Ok(())
+    }
+}
