@@ -8,11 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use alcf_host::config::Direction;
 use alcf_host::space::{Assignment, SearchSpace};
 use alcf_host::study::{Enqueued, Holder, StudyDb, StudyError, StudyLock, TrialRow, TrialState};
+use alcf_host::trial::describe_params;
 
 use crate::cli::check_study_name;
 
@@ -153,21 +154,6 @@ pub fn best_trial(trials: &[TrialRow], direction: Direction) -> Option<&TrialRow
             _ => Some(t),
         },
     )
-}
-
-/// The assignment of a trial as a short text, for tables.
-fn describe_params(params: &Map<String, Json>) -> String {
-    params
-        .iter()
-        .map(|(k, v)| match v {
-            Json::Number(n) if n.is_f64() => {
-                format!("{k}={}", n.as_f64().map_or(n.to_string(), Assignment::format_float))
-            }
-            Json::String(s) => format!("{k}={s}"),
-            other => format!("{k}={other}"),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) -> anyhow::Result<()> {
@@ -326,6 +312,7 @@ fn unlock_to(w: &mut dyn Write, root: &Path, name: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use alcf_host::study::{Finish, Fs, StudyMeta};
+    use serde_json::Map;
 
     const TRICKY: [f64; 5] = [0.1 + 0.2, 1e-300, 123456.789e10, 4.055474706295447e-187, 1.0 / 3.0];
 
