@@ -4,6 +4,7 @@
 mod cli;
 mod compare;
 mod newuser;
+mod pbs;
 mod resume;
 mod sandbox;
 mod strategies;
