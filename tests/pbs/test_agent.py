@@ -649,7 +649,7 @@ class AgentTest(unittest.TestCase):
 
     def test_two_pilots_never_run_a_ticket_twice(self):
         self.stage_pilot()
-        jobs = [self.submit_pilot("s.pilot.%d" % i, self.pilot_args(slots=2, idle=2))
+        jobs = [self.submit_pilot("s.pilot.%d" % i, self.pilot_args(slots=2, idle=3))
                 for i in (1, 2)]
         names = ["s.t%d.a1" % i for i in range(10)]
         self.assertEqual(self.enqueue(*[self.ticket(n, sleep=0.2) for n in names]),
@@ -661,7 +661,7 @@ class AgentTest(unittest.TestCase):
             self.assertEqual(st[n]["done"]["exit_code"], 0)
         for jid in jobs:
             self.assertEqual(self.wait_job(jid, "F", timeout=30)["Exit_status"], 0)
-            self.assertEqual(os.listdir(self.p("queue/running")), [])
+        self.assertEqual(os.listdir(self.p("queue/running")), [])  # each pilot removed its own
 
     def test_pilot_drains_when_a_ticket_does_not_fit(self):
         self.stage_pilot()

@@ -148,6 +148,7 @@ class Pilot(object):
         self.stop_requested = False
         self.signalled = None
         self.pending_seen = 0
+        self.seen = {}  # pending ticket name -> (enqueued, estimate_s)
         self.idle_since = self.started
         self.taskset = shutil.which("taskset") if self.cpu_lists else None
         self.pending = os.path.join(self.root, "queue", "pending")
@@ -214,28 +215,38 @@ class Pilot(object):
     def claim(self, now):
         """Claim the oldest fitting pending tickets for the free slots. True if anything changed."""
         entries = []
+        names = set()
         for f in listdir(self.pending):
             if f.startswith(".") or not f.endswith(".json") or not NAME_RE.match(f):
                 continue
-            t = read_json(os.path.join(self.pending, f))
-            if not isinstance(t, dict):
-                continue  # taken meanwhile, or not a ticket
-            try:
-                enq = float(t.get("enqueued") or 0)
-            except (TypeError, ValueError):
-                enq = 0.0
-            entries.append((enq, f[:-5], t))
+            name = f[:-5]
+            names.add(name)
+            # A ticket's order and estimate never change (a requeued one keeps them), so each
+            # pending ticket is read once, not at every scan: less load on a shared file system.
+            if name not in self.seen:
+                t = read_json(os.path.join(self.pending, f))
+                if not isinstance(t, dict):
+                    continue  # taken meanwhile, or not a ticket
+                try:
+                    enq = float(t.get("enqueued") or 0)
+                except (TypeError, ValueError):
+                    enq = 0.0
+                try:
+                    est = float(t.get("estimate_s") or 0)
+                except (TypeError, ValueError):
+                    est = 0.0
+                self.seen[name] = (enq, est)
+            entries.append((self.seen[name][0], name, self.seen[name][1]))
+        for name in list(self.seen):
+            if name not in names:
+                del self.seen[name]
         entries.sort(key=lambda e: (e[0], e[1]))
         self.pending_seen = len(entries)
         free = [s for s in range(self.slots) if s not in self.running]
         changed = False
-        for enq, name, t in entries:
+        for enq, name, est in entries:
             if not free or self.draining:
                 break
-            try:
-                est = float(t.get("estimate_s") or 0)
-            except (TypeError, ValueError):
-                est = 0.0
             if self.ends is not None and now + est > self.ends - self.margin_s:
                 self.draining = True
                 self.drain_reason = ("ticket %s (estimate %.0f s) does not fit before the "
@@ -251,9 +262,14 @@ class Pilot(object):
                 continue  # another pilot took it (or it was cancelled)
             self.pending_seen -= 1
             changed = True
+            self.seen.pop(name, None)
             ticket = read_json(dst)
             if not isinstance(ticket, dict):
-                ticket = t
+                log("claimed %s but cannot read it: dropped" % name)
+                self.record(name, None, None, time.time(), None, None,
+                            error="the ticket could not be read")
+                unlink_quiet(dst)
+                continue
             self.start(free.pop(0), name, ticket, dst)
         return changed
 
@@ -304,7 +320,9 @@ class Pilot(object):
             unlink_quiet(entry)
             return
         self.running[slot] = Trial(slot, name, ticket, proc, now)
-        log("claimed %s: slot %d, pid %d, %s" % (name, slot, proc.pid, " ".join(argv)))
+        shown = " ".join(argv)
+        log("claimed %s: slot %d, pid %d, %s" % (name, slot, proc.pid, shown if len(shown) <= 300
+                                                   else shown[:300] + "..."))
 
     def record(self, name, slot, started, ended, exit_code, sig, timed_out=False,
                cancelled=False, error=None):
