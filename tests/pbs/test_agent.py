@@ -540,6 +540,11 @@ class AgentTest(unittest.TestCase):
         st = self.status("s.t5.a1")["tickets"]["s.t5.a1"]
         self.assertEqual(st, {"state": "running", "pilot": "77.srv"})
         os.rename(self.p("queue/running/77.srv/s.t5.a1.json"), self.p("queue/pending/s.t5.a1.json"))
+        bad = self.agent({"op": "cancel_tickets", "names": ["s.t5.a1", "../x"]},
+                         {"op": "queue_status", "names": ["s.t5.a1", "a b"]})
+        self.assertIn("bad ticket name", bad[0]["error"])
+        self.assertIn("bad ticket name", bad[1]["error"])
+        self.assertEqual(self.status("s.t5.a1")["tickets"]["s.t5.a1"]["state"], "pending")
         c = self.one({"op": "cancel_tickets", "names": ["s.t5.a1", "s.t6.a1"]})
         self.assertEqual(c["tickets"], {"s.t5.a1": "cancelled", "s.t6.a1": "missing"})
         st = self.status("s.t5.a1")

@@ -519,10 +519,11 @@ def pilot_states(ctx):
 
 
 def op_queue_status(ctx, op):
+    names = [check_name(n) for n in op.get("names") or []]
     states = pilot_states(ctx)
     tickets = {}
-    for name in op.get("names") or []:
-        tickets[name] = item(status_one, ctx, name, states)
+    for name in names:
+        tickets[name] = status_one(ctx, name, states)
     pending = sum(1 for f in listdir(ctx.q("pending"))
                   if f.endswith(".json") and not f.startswith("."))
     pilots = []
@@ -542,7 +543,6 @@ def op_queue_status(ctx, op):
 
 
 def status_one(ctx, name, states):
-    check_name(name)
     state, job = ticket_state(ctx, name)
     out = {"state": state}
     if state == "running":
@@ -648,13 +648,10 @@ def requeue(ctx, job, max_requeues):
 
 
 def op_cancel_tickets(ctx, op):
-    out = {}
-    for name in op.get("names") or []:
-        try:
-            out[name] = cancel_one(ctx, check_name(name))
-        except Exception as e:
-            out[name] = "error: " + describe(e)
-    return {"tickets": out}
+    # Every name is checked first; an error is the whole op's (re-sending is harmless: a
+    # cancelled ticket is "done" the second time), so each value stays one of the four words.
+    names = [check_name(n) for n in op.get("names") or []]
+    return {"tickets": dict((name, cancel_one(ctx, name)) for name in names)}
 
 
 def cancel_one(ctx, name):
@@ -724,10 +721,10 @@ def run_op(ctx, op):
 def main():
     # Whatever might print (a library, a stray print) goes to stderr: stdout carries only the
     # framed response, written to a saved copy of the original descriptor.
-    out_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
     try:
+        out_fd = os.dup(1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
         raw = sys.stdin.buffer.read()
         req = json.loads(raw.decode("utf-8"))
         if not isinstance(req, dict):
