@@ -448,6 +448,10 @@ class Pilot(object):
         records, so their tickets stay in running/ for the host to requeue."""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.reap()  # trials that had already ended get their done records as usual
+        except Exception:
+            log("error while collecting ended trials:\n" + traceback.format_exc())
         log("got signal %d: stopping %d trial(s)" % (self.signalled, len(self.running)))
         for t in self.running.values():
             killpg(t.proc.pid, signal.SIGTERM)
