@@ -457,3 +457,82 @@ fn local_killed_host_resumes_its_pilots() {
 fn local_pilot_killed_by_walltime_requeues_its_trial() {
     a_pilot_killed_by_walltime_requeues_its_trial(Host::Local);
 }
+
+/// More jobs than the queue takes: qsub's refusal (exit 38, the per-user limit) pauses
+/// submission instead of failing trials, and the refused trials go in once jobs end.
+pub fn a_full_queue_is_retried_not_failed(host: Host) {
+    let rig = Rig::new(host);
+    // The emulator's capacity queue holds 5 jobs per user; 6 may be submitted at once.
+    let cfg = rig.config(&Study {
+        name: "full",
+        trials: 8,
+        parallel: 6,
+        placement: "per_trial",
+        max_jobs: 6,
+        // Long enough that the first five jobs are still there when the sixth is submitted.
+        executor: "env = { TRIAL_SLEEP_S = \"4\" }",
+        ..Study::default()
+    });
+    let out = rig.run(&cfg, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let states = trial_states(&rig.study_dir("full"));
+    assert_eq!(completed(&states), 8, "{states:?}\n{}", text(&out));
+    let log = std::fs::read_to_string(rig.study_dir("full").join("host.log")).unwrap_or_default();
+    assert!(log.contains("per-user"), "no queue-limit refusal was seen: {log}");
+    assert!(rig.runs().values().all(|n| *n == 1));
+}
+
+/// Ctrl-C twice: the first leaves the jobs running, the second (within the window) deletes them
+/// with qdel and records their trials as cancelled, to be re-run by `--resume`.
+pub fn ctrl_c_twice_cancels_the_jobs(host: Host) {
+    let rig = Rig::new(host);
+    let cfg = rig.config(&Study {
+        name: "cancel",
+        trials: 2,
+        parallel: 2,
+        placement: "per_trial",
+        executor: "env = { TRIAL_SLEEP_S = \"120\" }",
+        ..Study::default()
+    });
+    let mut child = rig.spawn(&cfg, &["--quiet"]);
+    let start = Instant::now();
+    while rig.jobs().iter().filter(|j| j.2 == "R").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "jobs never ran: {:?}", rig.jobs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both trials are recorded running before the interrupt.
+    while try_trial_states(&rig.study_dir("cancel")).unwrap_or_default().iter().filter(|t| t.1 == "running").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id() as libc::pid_t;
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(800));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    let states = trial_states(&rig.study_dir("cancel"));
+    assert!(states.iter().all(|t| t.1 == "cancelled"), "{states:?}\n{err}");
+    let start = Instant::now();
+    loop {
+        let jobs = rig.jobs();
+        if jobs.iter().all(|j| j.2 == "F") {
+            assert!(jobs.iter().all(|j| j.3 != Some(0)), "a job ran to its end: {jobs:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "qdel did not end the jobs: {jobs:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn local_full_queue_is_retried_not_failed() {
+    a_full_queue_is_retried_not_failed(Host::Local);
+}
+
+#[test]
+fn local_ctrl_c_twice_cancels_the_jobs() {
+    ctrl_c_twice_cancels_the_jobs(Host::Local);
+}
