@@ -6,4 +6,5 @@ mod compare;
 mod newuser;
 mod resume;
 mod sandbox;
+mod ssh;
 mod strategies;
