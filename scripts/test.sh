@@ -7,6 +7,7 @@
 #
 # Needs: a Rust toolchain (rustup), Python 3.10+ with venv (for the libtorch wheel), network access
 # to crates.io and PyPI on the first run.
+# The ssh tests also need /usr/sbin/sshd and ssh (Debian: openssh-server, openssh-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

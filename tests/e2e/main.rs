@@ -7,4 +7,5 @@ mod newuser;
 mod pbs;
 mod resume;
 mod sandbox;
+mod ssh;
 mod strategies;
