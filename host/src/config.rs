@@ -224,7 +224,8 @@ pub struct PbsExecutorConfig {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     /// Files and directories, relative to the config directory, uploaded once per study (re-sent
-    /// only when their content changes) to `<study>/files/`.
+    /// only when their content changes) to `<study>/files/`; one outside the config directory
+    /// (`../trainer/python/alcf_train.py`) goes there under its own name.
     pub stage: Vec<String>,
     pub rerun: Rerun,
     pub timeout: Option<Duration>,
@@ -364,10 +365,11 @@ fn pbs_config(
     }
     for s in &p.stage {
         let rel = Path::new(s);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        let outside = rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir));
+        if s.is_empty() || (outside && rel.file_name().is_none()) {
             return Err(invalid(
                 "executor.stage",
-                format!("{s:?}: give paths relative to the config's directory, without `..`"),
+                format!("{s:?}: give a file or directory, relative to the config's directory (one outside it is staged under its own name)"),
             ));
         }
     }

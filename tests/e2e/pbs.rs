@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use alcf_tests::sshd::{Sshd, SshdOptions};
 use alcf_tests::{host_bin, plugin, repo, text, trial_states, try_trial_states};
 
 /// Where the executor's remote side runs.
@@ -269,8 +270,7 @@ fn seen(rig: &Rig, study: &str, trial: u64) -> serde_json::Value {
 
 /// 24 trials on pilots of 12 slots, at most 2 pilots: the budget is reached, every trial ran once,
 /// on a tile of its own (ZE_AFFINITY_MASK = its slot), and no more than 2 pilots were used.
-pub fn pilots_run_a_study(host: Host) {
-    let rig = Rig::new(host);
+pub fn pilots_run_a_study(rig: &Rig) {
     let cfg = rig.config(&Study { name: "pilots", trials: 24, parallel: 24, ..Study::default() });
     let out = rig.run(&cfg, &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -300,8 +300,7 @@ pub fn pilots_run_a_study(host: Host) {
 /// per_trial placement: parameter values full of shell metacharacters arrive intact, as
 /// arguments and in the environment, and nothing in them runs; a trial program that fails is
 /// recorded with its exit status and its own stderr; one failed qstat is not a dead job.
-pub fn per_trial_jobs_carry_values_intact(host: Host) {
-    let rig = Rig::new(host);
+pub fn per_trial_jobs_carry_values_intact(rig: &Rig) {
     let nasty = [
         "plain",
         "two words",
@@ -378,12 +377,22 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// The host is SIGKILLed with trials in flight; `--resume` re-attaches to the pilots' trials:
 /// none is lost, none runs twice, and the study reaches its budget.
-pub fn a_killed_host_resumes_its_pilots(host: Host) {
-    let rig = Rig::new(host);
+pub fn a_killed_host_resumes_its_pilots(rig: &Rig) {
+    a_killed_host_resumes(rig, "pilot", 8);
+}
+
+/// The same with one PBS job per trial: `--resume` waits on the recorded job ids.
+pub fn a_killed_host_resumes_its_jobs(rig: &Rig) {
+    a_killed_host_resumes(rig, "per_trial", 4);
+}
+
+fn a_killed_host_resumes(rig: &Rig, placement: &str, parallel: u32) {
     let cfg = rig.config(&Study {
         name: "killed",
         trials: 16,
-        parallel: 8,
+        parallel,
+        placement,
+        max_jobs: parallel.min(4),
         slots: 4,
         executor: "env = { TRIAL_SLEEP_S = \"1.5\" }",
         ..Study::default()
@@ -404,14 +413,14 @@ pub fn a_killed_host_resumes_its_pilots(host: Host) {
         }
     }
     let runs = rig.runs();
-    assert!(runs.values().all(|n| *n == 1), "a trial ran twice: {runs:?}");
+    let events = rig.study_show("killed")["events"].clone();
+    assert!(runs.values().all(|n| *n == 1), "a trial ran twice: {runs:?}\n{events:#}");
     assert_eq!(runs.len(), 16, "{runs:?}");
 }
 
 /// A pilot killed by its walltime (Exit_status -29) leaves a trial half done: the trial goes back
 /// to the queue, a new pilot runs it, and it completes without counting as a new attempt.
-pub fn a_pilot_killed_by_walltime_requeues_its_trial(host: Host) {
-    let rig = Rig::new(host);
+pub fn a_pilot_killed_by_walltime_requeues_its_trial(rig: &Rig) {
     let cfg = rig.config(&Study {
         name: "walltime",
         trials: 2,
@@ -438,30 +447,9 @@ pub fn a_pilot_killed_by_walltime_requeues_its_trial(host: Host) {
     assert!(log.contains("queued again"), "{log}");
 }
 
-#[test]
-fn local_pilots_run_a_study() {
-    pilots_run_a_study(Host::Local);
-}
-
-#[test]
-fn local_per_trial_jobs_carry_values_intact() {
-    per_trial_jobs_carry_values_intact(Host::Local);
-}
-
-#[test]
-fn local_killed_host_resumes_its_pilots() {
-    a_killed_host_resumes_its_pilots(Host::Local);
-}
-
-#[test]
-fn local_pilot_killed_by_walltime_requeues_its_trial() {
-    a_pilot_killed_by_walltime_requeues_its_trial(Host::Local);
-}
-
 /// More jobs than the queue takes: qsub's refusal (exit 38, the per-user limit) pauses
 /// submission instead of failing trials, and the refused trials go in once jobs end.
-pub fn a_full_queue_is_retried_not_failed(host: Host) {
-    let rig = Rig::new(host);
+pub fn a_full_queue_is_retried_not_failed(rig: &Rig) {
     // The emulator's capacity queue holds 5 jobs per user; 6 may be submitted at once.
     let cfg = rig.config(&Study {
         name: "full",
@@ -484,8 +472,7 @@ pub fn a_full_queue_is_retried_not_failed(host: Host) {
 
 /// Ctrl-C twice: the first leaves the jobs running, the second (within the window) deletes them
 /// with qdel and records their trials as cancelled, to be re-run by `--resume`.
-pub fn ctrl_c_twice_cancels_the_jobs(host: Host) {
-    let rig = Rig::new(host);
+pub fn ctrl_c_twice_cancels_the_jobs(rig: &Rig) {
     let cfg = rig.config(&Study {
         name: "cancel",
         trials: 2,
@@ -527,12 +514,93 @@ pub fn ctrl_c_twice_cancels_the_jobs(host: Host) {
     }
 }
 
-#[test]
-fn local_full_queue_is_retried_not_failed() {
-    a_full_queue_is_retried_not_failed(Host::Local);
+// ---- the tests: each scenario on a login node (`host = "local"`) and through SSH -------------
+
+/// A rig whose remote side is reached through a loopback sshd, with the master opened the way a
+/// user opens it to Aurora. The sshd's sessions find the emulator first on their `PATH`.
+fn ssh_rig() -> (Rig, Sshd) {
+    let mut rig = Rig::new(Host::Local);
+    let sshd = Sshd::start_or_panic(SshdOptions::new().pbs_emulator(&rig.emu_home));
+    let control = sshd.open_master().unwrap();
+    rig.host = Host::Ssh { dest: sshd.host().to_string(), control };
+    (rig, sshd)
+}
+
+macro_rules! both {
+    ($($local:ident, $ssh:ident => $scenario:ident;)*) => {$(
+        #[test]
+        fn $local() {
+            $scenario(&Rig::new(Host::Local));
+        }
+        #[test]
+        fn $ssh() {
+            let (rig, _sshd) = ssh_rig();
+            $scenario(&rig);
+        }
+    )*};
+}
+
+both! {
+    local_pilots_run_a_study, ssh_pilots_run_a_study => pilots_run_a_study;
+    local_per_trial_jobs_carry_values_intact, ssh_per_trial_jobs_carry_values_intact => per_trial_jobs_carry_values_intact;
+    local_killed_host_resumes_its_pilots, ssh_killed_host_resumes_its_pilots => a_killed_host_resumes_its_pilots;
 }
 
 #[test]
-fn local_ctrl_c_twice_cancels_the_jobs() {
-    ctrl_c_twice_cancels_the_jobs(Host::Local);
+fn local_killed_host_resumes_its_jobs() {
+    a_killed_host_resumes_its_jobs(&Rig::new(Host::Local));
+}
+
+#[test]
+fn local_pilot_killed_by_walltime_requeues_its_trial() {
+    a_pilot_killed_by_walltime_requeues_its_trial(&Rig::new(Host::Local));
+}
+
+#[test]
+fn local_full_queue_is_retried_not_failed() {
+    a_full_queue_is_retried_not_failed(&Rig::new(Host::Local));
+}
+
+#[test]
+fn ssh_ctrl_c_twice_cancels_the_jobs() {
+    let (rig, _sshd) = ssh_rig();
+    ctrl_c_twice_cancels_the_jobs(&rig);
+}
+
+/// The master dies mid-run (the laptop lost its network, the master was killed): the study
+/// pauses with the one command that fixes it, the jobs keep running on the far side, and once
+/// the user opens a master again the study resumes by itself and reaches its budget.
+#[test]
+fn ssh_a_lost_master_pauses_and_resumes() {
+    let (rig, sshd) = ssh_rig();
+    let cfg = rig.config(&Study {
+        name: "master",
+        trials: 12,
+        parallel: 4,
+        slots: 4,
+        max_jobs: 1,
+        executor: "env = { TRIAL_SLEEP_S = \"1\" }",
+        ..Study::default()
+    });
+    let mut child = rig.spawn(&cfg, &[]);
+    rig.wait_for("master", Duration::from_secs(120), "2 completed trials", |n| n >= 2);
+    sshd.kill_master().unwrap();
+    // The trials keep running on the far side while the host cannot reach them.
+    let before = completed(&trial_states(&rig.study_dir("master")));
+    std::thread::sleep(Duration::from_secs(6));
+    let log = std::fs::read_to_string(rig.study_dir("master").join("host.log")).unwrap_or_default();
+    let dest = match &rig.host {
+        Host::Ssh { dest, .. } => dest.clone(),
+        Host::Local => unreachable!(),
+    };
+    assert!(log.contains(&format!("alcf-host connect {dest}")), "the pause does not say how to fix it: {log}");
+    assert!(completed(&trial_states(&rig.study_dir("master"))) <= before + 4);
+    sshd.open_master().unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(completed(&trial_states(&rig.study_dir("master"))), 12, "{err}");
+    assert!(rig.runs().values().all(|n| *n == 1), "{:?}", rig.runs());
+    assert!(err.contains("alcf-host connect"), "the console did not say how to fix it: {err}");
 }

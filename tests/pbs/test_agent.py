@@ -11,7 +11,6 @@ ALCF_AGENT_PYTHON (default python3) picks the interpreter of the agent, the pilo
 trials, e.g. a Python 3.6 to check the scripts against the oldest python3 on ALCF nodes."""
 
 import base64
-import getpass
 import hashlib
 import json
 import os
@@ -356,6 +355,11 @@ class AgentTest(unittest.TestCase):
         jid = res["stdout"].strip()
         self.jobs.append(jid)
         self.assertRegex(jid, r"^\d+\.aurora-pbs-0001\.")
+        # The id is kept beside the trial's files for a host that dies before recording it.
+        ids = self.one({"op": "job_ids", "trials": [{"dir": "trials/000007", "attempt": 1},
+                                                    {"dir": "trials/000007", "attempt": 2},
+                                                    {"dir": "trials/000099", "attempt": 1}]})
+        self.assertEqual(ids, {"ids": [jid, None, None]})
         j = self.wait_job(jid)
         self.assertEqual(j["Exit_status"], 3)
         self.assertEqual(j["Variable_List"]["PBS_O_WORKDIR"], self.p("trials", "000007"))
@@ -402,21 +406,21 @@ class AgentTest(unittest.TestCase):
         self.assertIn("Unknown Job Id", again["stderr"])
         self.assertIn("error", self.one({"op": "qdel", "ids": []}))
 
-    def test_pbs_bin_qstat_user_truncation_and_missing_commands(self):
-        # A stand-in qstat in pbs_bin: records its argv; a huge output with "-u".
+    def test_pbs_bin_truncation_and_missing_commands(self):
+        # A stand-in qstat in pbs_bin: records its argv; a huge output for job big.x.
         fake = os.path.join(self.tmp, "fakepbs")
         os.makedirs(fake)
         argv_log = os.path.join(self.tmp, "qstat-argv")
         with open(os.path.join(fake, "qstat"), "w") as f:
             f.write('#!/bin/sh\necho "$*" >> %s\n'
-                    'case "$*" in *-u*) head -c 100000 /dev/zero | tr "\\0" x;'
+                    'case "$*" in *big.x*) head -c 100000 /dev/zero | tr "\\0" x;'
                     ' echo short >&2; exit 255;; esac\necho \'{"Jobs":{}}\'\n'
                     % shlex.quote(argv_log))
         os.chmod(os.path.join(fake, "qstat"), 0o755)
         res = self.agent({"op": "qstat", "jobs": [{"id": "1.x", "format": "json"},
                                                   {"id": "2.x", "format": "text"},
                                                   {"id": "-u", "format": "json"}]},
-                         {"op": "qstat_user"},
+                         {"op": "qstat", "jobs": [{"id": "big.x", "format": "json"}]},
                          {"op": "submit", "jobs": [{"dir": "trials/1", "attempt": 1,
                                                     "rerun": "fresh", "files": {"job.sh": "x"},
                                                     "script": "job.sh"}]},
@@ -424,14 +428,14 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(res[0]["jobs"][:2], [{"status": 0, "stdout": '{"Jobs":{}}\n',
                                                "stderr": ""}] * 2)
         self.assertIn("bad job id", res[0]["jobs"][2]["error"])
-        q = res[1]
+        q = res[1]["jobs"][0]
         self.assertEqual(q["status"], 255)  # the command's own 255, reported inside a frame
         self.assertEqual(len(q["stdout"]), 64 * 1024)
         self.assertTrue(q["stdout_truncated"])
         self.assertEqual(q["stderr"], "short\n")
         with open(argv_log) as f:
             self.assertEqual(f.read().splitlines(), [
-                "-xf -F json 1.x", "-xf 2.x", "-x -f -F json -u " + getpass.getuser()])
+                "-xf -F json 1.x", "-xf 2.x", "-xf -F json big.x"])
         self.assertIn("cannot run", res[2]["jobs"][0]["error"])
         self.assertEqual(res[3], {"digests": {}})
 

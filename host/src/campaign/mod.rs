@@ -833,6 +833,12 @@ impl Campaign {
                     }
                     judged.finish
                 }
+                Err(ExecutorError::Fatal(message)) => {
+                    // The executor cannot run anything (a pilot job PBS refuses): the trial keeps
+                    // its job and its row, and a resume with a fixed config picks it up.
+                    run.stopping.get_or_insert(StopReason::ExecutorFailed(message));
+                    continue;
+                }
                 Err(ExecutorError::Lost { job, message }) if spec.attempt < MAX_ATTEMPTS => {
                     self.retry(spec, format!("job {job} was lost: {message}"), run)?;
                     continue;

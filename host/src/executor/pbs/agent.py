@@ -12,7 +12,7 @@ prints exactly `ALCF-AGENT 1\\n` + one line of JSON `{"v": 1, "now": <remote epo
 cannot read) exits non-zero: its traceback on stderr, exit status 3 (never 255 or 127, which the
 host would take for a lost connection or a missing interpreter).
 
-Ops: digest, stage (files), submit, qstat, qstat_user, qdel (PBS, each command reported raw as
+Ops: digest, stage (files), submit, qstat, job_ids, qdel (PBS, each command reported raw as
 `{"status", "stdout", "stderr"}`, outputs cut to 64 KiB), read (the trial protocol's files),
 and the pilot queue's enqueue, queue_status, submit_pilot, pilot_finished, requeue,
 cancel_tickets, stop_pilots (layout under `root`: queue/{pending,running/<job>,done,stop}/,
@@ -26,11 +26,11 @@ explicit UTF-8, so a C locale over SSH changes nothing.
 
 import base64
 import errno
-import getpass
 import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -357,7 +357,17 @@ def submit_one(ctx, job):
                           job.get("files"))
     script = job.get("script") or "job.sh"
     resolve(d, script)
-    return run_cmd([ctx.pbs("qsub"), "-f", script], cwd=d)
+    res = run_cmd([ctx.pbs("qsub"), "-f", script], cwd=d)
+    if res["status"] == 0 and res["stdout"].strip():
+        # The job's id beside its files: a host that dies before it records the id finds it here
+        # (`job_ids`), since `qstat -u` prints no JSON on a real server.
+        write_atomic(os.path.join(d, job_id_file(job.get("attempt", 1))),
+                     (res["stdout"].strip() + "\n").encode("utf-8"))
+    return res
+
+
+def job_id_file(attempt):
+    return "job.a%d.id" % int(attempt)
 
 
 def op_qstat(ctx, op):
@@ -374,8 +384,14 @@ def op_qstat(ctx, op):
     return {"jobs": [item(one, j) for j in op.get("jobs") or []]}
 
 
-def op_qstat_user(ctx, op):
-    return run_cmd([ctx.pbs("qstat"), "-x", "-f", "-F", "json", "-u", getpass.getuser()])
+def op_job_ids(ctx, op):
+    """The job ids `submit` wrote for these trial attempts (null where none)."""
+    def one(t):
+        path = os.path.join(ctx.path(t["dir"]), job_id_file(t.get("attempt", 1)))
+        if not exists(path):
+            return None
+        return decode(read_bytes(path, 4096)).strip() or None
+    return {"ids": [item(one, t) for t in op.get("trials") or []]}
 
 
 def op_qdel(ctx, op):
@@ -693,7 +709,7 @@ OPS = {
     "stage": op_stage,
     "submit": op_submit,
     "qstat": op_qstat,
-    "qstat_user": op_qstat_user,
+    "job_ids": op_job_ids,
     "qdel": op_qdel,
     "read": op_read,
     "enqueue": op_enqueue,
@@ -718,6 +734,25 @@ def run_op(ctx, op):
         return {"error": describe(e)}
 
 
+def study_lock(root):
+    """One agent at a time per study: a host that restarts while its predecessor's agent is
+    still submitting must not look for job ids before they are written. Returns the descriptor
+    holding the lock, or None where the file system has no flock (then calls just run)."""
+    try:
+        import fcntl
+        if not os.path.isdir(root):
+            os.makedirs(root)
+        fd = os.open(os.path.join(root, ".agent.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except Exception:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except Exception:
+        os.close(fd)
+        return None
+    return fd
+
+
 def main():
     # Whatever might print (a library, a stray print) goes to stderr: stdout carries only the
     # framed response, written to a saved copy of the original descriptor.
@@ -738,8 +773,16 @@ def main():
         ops = req.get("ops")
         if not isinstance(ops, list):
             raise ValueError("the request needs a list of ops")
+        # A dropped SSH connection sends SIGHUP: finish the ops anyway (a qsub half done would
+        # leave a job whose id nobody wrote down).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         ctx = Ctx(root, req.get("pbs_bin") or "")
-        results = [run_op(ctx, op) for op in ops]
+        lock = study_lock(root)
+        try:
+            results = [run_op(ctx, op) for op in ops]
+        finally:
+            if lock is not None:
+                os.close(lock)
         body = json.dumps({"v": PROTOCOL, "now": time.time(), "results": results},
                           ensure_ascii=True, separators=(",", ":"))
         data = ("ALCF-AGENT %d\n" % PROTOCOL + body + "\nALCF-AGENT-END\n").encode("ascii")

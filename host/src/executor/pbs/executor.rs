@@ -89,6 +89,11 @@ pub enum PbsBuildError {
          raise the walltime or lower the estimate"
     )]
     NoRoom { walltime: String, estimate: u64, margin: u64 },
+    #[error(
+        "`executor.timeout_s` applies to trials on pilots; with placement = \"per_trial\" the job's \
+         `executor.walltime` is the trial's limit: remove timeout_s, or set walltime"
+    )]
+    TimeoutPerTrial,
     #[error("the study name {name:?} cannot name a remote directory; use letters, digits, `_`, `-` and `.`")]
     StudyName { name: String },
 }
@@ -174,6 +179,9 @@ impl PbsExecutor {
             || !study.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         {
             return Err(PbsBuildError::StudyName { name: study.to_string() });
+        }
+        if cfg.placement == Placement::PerTrial && cfg.timeout.is_some() {
+            return Err(PbsBuildError::TimeoutPerTrial);
         }
         if cfg.placement == Placement::PerTrial && parallel > cfg.pbs.max_jobs {
             return Err(PbsBuildError::TooParallel { parallel, max_jobs: cfg.pbs.max_jobs });
@@ -280,9 +288,11 @@ impl Executor for PbsExecutor {
         if let Transport::Ssh { host, control, .. } = self.inner.remote.transport()
             && !control.exists()
         {
-            return Err(ExecutorError::Fatal(
-                RemoteError::NoMaster { host: host.clone(), control: control.clone() }.to_string(),
-            ));
+            return Err(ExecutorError::Fatal(format!(
+                "no SSH master connection to {host} (control socket {}): open one with `alcf-host connect {host}` \
+                 (it asks for your passcode once), then run this again",
+                control.display()
+            )));
         }
         Ok(())
     }
@@ -351,6 +361,18 @@ impl Executor for PbsExecutor {
         Box::pin(async move {
             inner.stopped.store(true, Ordering::SeqCst);
             inner.wake.notify_one();
+            // The study is done with its pilots unless trials of it still wait (the host leaves
+            // with jobs running, and a resume comes back to them): a pilot kept for
+            // `pilot_idle` would hold a charged node for nothing.
+            let idle_pilots = {
+                let state = inner.lock();
+                if state.waiters.is_empty() { inner.active_pilot_jobs(&state) } else { Vec::new() }
+            };
+            if !idle_pilots.is_empty()
+                && let Err(e) = inner.call(vec![json!({"op": "stop_pilots", "jobs": idle_pilots})]).await
+            {
+                tracing::warn!("pbs: could not tell the pilots to stop ({e}); they end after `pilot_idle`");
+            }
             let poller = inner.poller.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(p) = poller {
                 p.abort();
@@ -458,7 +480,7 @@ impl Inner {
         let mut total = 0u64;
         for entry in &self.cfg.stage {
             let local = self.cfg.workdir.join(entry);
-            collect_files(&local, Path::new(entry), &mut files, &mut total).map_err(|e| {
+            collect_files(&local, &staged_name(entry), &mut files, &mut total).map_err(|e| {
                 ExecutorError::Fatal(format!("`executor.stage` {entry:?}: {e}"))
             })?;
         }
@@ -498,7 +520,20 @@ impl Inner {
         };
         let fail = |message: String| ExecutorError::Submit { trial: spec.id, message };
         let argv = self.argv.render(&vars).map_err(|e| fail(e.to_string()))?;
-        let env = self.env.render(&vars).map_err(|e| fail(e.to_string()))?;
+        // The trial protocol's variables, as the local executor sets them; `executor.env` may
+        // not override them.
+        let mut env: Vec<(String, OsString)> = vec![
+            ("ALCF_TRIAL_DIR".into(), abs_dir.into()),
+            ("ALCF_TRIAL_ID".into(), spec.id.to_string().into()),
+            ("ALCF_TRIAL_ATTEMPT".into(), spec.attempt.to_string().into()),
+            ("ALCF_TRIAL_SLOT".into(), spec.slot.to_string().into()),
+            ("ALCF_PARAMS".into(), params_path.clone().into_os_string()),
+        ];
+        for (k, v) in self.env.render(&vars).map_err(|e| fail(e.to_string()))? {
+            if !env.iter().any(|(name, _)| *name == k) {
+                env.push((k, v));
+            }
+        }
         Ok((argv, env))
     }
 
@@ -632,19 +667,23 @@ impl Inner {
         }
         match self.cfg.placement {
             Placement::PerTrial => {
-                let reply =
-                    self.call(vec![json!({"op": "qstat_user"})]).await.map_err(|e| transient(e, self.retry_after()))?;
-                let cmd: Cmd = serde_json::from_value(reply.results[0].clone()).unwrap_or_default();
-                let jobs = match qstat::interpret_qstat(cmd.status, &cmd.stdout, &cmd.stderr) {
-                    Ok(QstatOutcome::Jobs(jobs)) => jobs,
-                    Ok(_) => Vec::new(),
-                    Err(e) => return Err(e.into_transient(self.retry_after())),
-                };
+                // `submit` leaves each job's id beside its files (`job.a<attempt>.id`).
+                let wanted: Vec<Value> =
+                    trials.iter().map(|t| json!({"dir": trial_dir(t.id), "attempt": t.attempt})).collect();
+                let reply = self
+                    .call(vec![json!({"op": "job_ids", "trials": wanted})])
+                    .await
+                    .map_err(|e| transient(e, self.retry_after()))?;
+                if let Some(e) = op_error(&reply.results[0]) {
+                    return Err(ExecutorError::Transient { message: e, retry_after: self.retry_after() });
+                }
+                let ids = reply.results[0]["ids"].as_array().cloned().unwrap_or_default();
                 Ok(trials
                     .iter()
-                    .map(|t| {
-                        qstat::find_named(&jobs, &t.job_name).last().map(|j| JobHandle {
-                            id: j.id.clone(),
+                    .enumerate()
+                    .map(|(i, t)| {
+                        ids.get(i).and_then(Value::as_str).map(|id| JobHandle {
+                            id: id.to_string(),
                             data: json!({"placement": "per_trial", "dir": trial_dir(t.id)}),
                         })
                     })
@@ -676,11 +715,20 @@ impl Inner {
             return Ok(());
         }
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-        let op = match self.cfg.placement {
+        let mut ops = vec![match self.cfg.placement {
             Placement::PerTrial => json!({"op": "qdel", "ids": ids}),
             Placement::Pilot => json!({"op": "cancel_tickets", "names": ids}),
+        }];
+        let pilots = {
+            let state = self.lock();
+            let others = state.waiters.keys().any(|k| !ids.contains(k));
+            if others { Vec::new() } else { self.active_pilot_jobs(&state) }
         };
-        let reply = self.call(vec![op]).await.map_err(|e| transient(e, self.retry_after()))?;
+        if !pilots.is_empty() {
+            // Nothing else of this study runs: the pilots end once the cancelled trials stop.
+            ops.push(json!({"op": "stop_pilots", "jobs": pilots}));
+        }
+        let reply = self.call(ops).await.map_err(|e| transient(e, self.retry_after()))?;
         {
             let mut state = self.lock();
             for id in &ids {
@@ -707,6 +755,16 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Job ids of this study's pilots that may still run.
+    fn active_pilot_jobs(&self, state: &State) -> Vec<String> {
+        state
+            .pilots
+            .values()
+            .filter(|p| !p.finished && p.phase != Some(Phase::Ended))
+            .filter_map(|p| p.job.clone())
+            .collect()
     }
 
     // ---- the poller -------------------------------------------------------------------------
@@ -1075,19 +1133,18 @@ impl Inner {
              ({name}.o*) and check executor.python, executor.setup and executor.walltime",
             self.root
         );
-        tracing::error!("pbs: {message}");
         state.idle_pilots = 0;
-        let names: Vec<String> = state.waiters.keys().cloned().collect();
-        for n in names {
-            if let Some(mut w) = state.waiters.remove(&n) {
-                resolved.push(Resolved { tx: w.tx.take(), result: Err(ExecutorError::Fatal(message.clone())) });
-            }
-        }
+        stop_all(state, &message, resolved);
     }
 
     fn take_pilot_submit(&self, state: &mut State, name: &str, result: &Value, resolved: &mut Vec<Resolved>) {
         if let Some(e) = op_error(result) {
-            tracing::warn!("pbs: pilot {name} could not be submitted: {e}");
+            state.pilots.entry(name.to_string()).or_default().finished = true;
+            let message = format!(
+                "the pilot job could not be submitted on {}: {e}; qsub must be on the remote PATH or in `executor.pbs_bin`",
+                self.remote.transport().host()
+            );
+            stop_all(state, &message, resolved);
             return;
         }
         let cmd: Cmd = serde_json::from_value(result.clone()).unwrap_or_default();
@@ -1107,16 +1164,20 @@ impl Inner {
             Err(e) => {
                 // A configuration problem every pilot would hit: the waiting trials cannot run.
                 let message = format!("the pilot job was refused: {e}");
-                tracing::error!("pbs: {message}");
                 state.pilots.entry(name.to_string()).or_default().finished = true;
-                let names: Vec<String> = state.waiters.keys().cloned().collect();
-                for n in names {
-                    if let Some(mut w) = state.waiters.remove(&n) {
-                        resolved.push(Resolved { tx: w.tx.take(), result: Err(ExecutorError::Fatal(message.clone())) });
-                    }
-                }
+                stop_all(state, &message, resolved);
             }
         }
+    }
+}
+
+/// Something every pilot would hit: each waiting trial's `wait` ends with [`ExecutorError::Fatal`],
+/// which stops the run and leaves the trials as they are (their tickets stay queued) for a resume
+/// with a fixed configuration.
+fn stop_all(state: &mut State, message: &str, resolved: &mut Vec<Resolved>) {
+    tracing::error!("pbs: {message}");
+    for (_, mut w) in std::mem::take(&mut state.waiters) {
+        resolved.push(Resolved { tx: w.tx.take(), result: Err(ExecutorError::Fatal(message.to_string())) });
     }
 }
 
@@ -1205,7 +1266,10 @@ fn done_failure(done: &Value, timeout: Option<Duration>) -> Option<Failure> {
     }
     if let Some(sig) = done["signal"].as_i64() {
         let name = qstat::signal_name(sig).map(|s| format!(" ({s})")).unwrap_or_default();
-        return Some(Failure::trial(format!("killed by signal {sig}{name}")));
+        let reason = format!("killed by signal {sig}{name}");
+        // SIGKILL and SIGTERM come from outside (the OOM killer, an admin): a retry may succeed,
+        // as with the local executor; a crash signal would come again.
+        return Some(if matches!(sig, 9 | 15) { Failure::system(reason) } else { Failure::trial(reason) });
     }
     match done["exit_code"].as_i64() {
         Some(0) => None,
@@ -1237,6 +1301,18 @@ fn ticket_strings(
         })
         .collect::<Result<_, ExecutorError>>()?;
     Ok((argv, env))
+}
+
+/// Where a `stage` entry goes under `<study>/files/`: its path when it is inside the config's
+/// directory, its file name when it is outside (`../trainer/python/alcf_train.py` is
+/// `files/alcf_train.py`).
+fn staged_name(entry: &str) -> PathBuf {
+    let path = Path::new(entry);
+    let outside = path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir));
+    match (outside, path.file_name()) {
+        (true, Some(name)) => PathBuf::from(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 struct StagedFile {
@@ -1290,9 +1366,18 @@ mod tests {
         assert_eq!(done_failure(&json!({"lost": true, "reason": "x"}), None), Some(Failure::system("x")));
         assert_eq!(done_failure(&json!({"cancelled": true}), None).unwrap().cause, FailureCause::Cancelled);
         let f = done_failure(&json!({"signal": 9, "exit_code": null}), None).unwrap();
-        assert!(f.reason.contains("signal 9"), "{f:?}");
+        assert!(f.reason.contains("signal 9") && f.cause == FailureCause::System, "{f:?}");
+        assert_eq!(done_failure(&json!({"signal": 11}), None).unwrap().cause, FailureCause::Trial);
         let f = done_failure(&json!({"timed_out": true, "signal": 15}), Some(Duration::from_secs(5))).unwrap();
         assert!(f.reason.contains("timed out") && f.reason.contains("5 s"), "{f:?}");
+    }
+
+    #[test]
+    fn staged_names() {
+        assert_eq!(staged_name("train.py"), Path::new("train.py"));
+        assert_eq!(staged_name("src/models"), Path::new("src/models"));
+        assert_eq!(staged_name("../trainer/python/alcf_train.py"), Path::new("alcf_train.py"));
+        assert_eq!(staged_name("/abs/dir/lib"), Path::new("lib"));
     }
 
     #[test]
