@@ -219,14 +219,15 @@ fn ssh_fixture_drop_leaves_no_process_or_directory() {
     // A command still running when the fixture goes.
     let busy =
         sshd.command("sleep 300").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let comm = |pid: &u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !sshd.log_text().contains("Starting session: command") {
+    while !sshd.server_pids().iter().any(|p| comm(p) == "sleep\n") {
         assert!(Instant::now() < deadline, "sleep never started:\n{}", sshd.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut pids = sshd.server_pids();
     pids.push(sshd.master_pid().unwrap());
-    assert!(pids.len() >= 3, "sshd, its per-connection server(s), the master: {pids:?}");
+    assert!(pids.len() >= 4, "sshd, its per-connection server(s), sleep, the master: {pids:?}");
     let dir = sshd.dir().to_path_buf();
     drop(sshd);
     let gone = |pid: u32| {

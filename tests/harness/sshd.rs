@@ -123,7 +123,7 @@ pub struct Sshd {
     ctl: PathBuf,
     log: PathBuf,
     /// Pids of the masters opened (they are not our children: `ssh -f` forks and its parent exits).
-    masters: Mutex<Vec<i32>>,
+    masters: Mutex<Vec<Proc>>,
     started_in: Duration,
     dir: tempfile::TempDir,
 }
@@ -207,11 +207,11 @@ impl Sshd {
                     });
                 }
                 Err(StartError::Fatal(e)) => {
-                    stop_tree(&mut child);
+                    stop_tree(&mut child, Vec::new());
                     return Err(e);
                 }
                 Err(StartError::Retry(e)) => {
-                    stop_tree(&mut child);
+                    stop_tree(&mut child, Vec::new());
                     last = e;
                 }
             }
@@ -263,7 +263,7 @@ impl Sshd {
     /// The sshd and all its descendants now: the per-connection servers and the commands they run.
     pub fn server_pids(&self) -> Vec<u32> {
         let root = self.child.id() as i32;
-        std::iter::once(root).chain(descendants(root)).map(|p| p as u32).collect()
+        std::iter::once(root).chain(descendants(root).into_iter().map(|p| p.pid)).map(|p| p as u32).collect()
     }
 
     /// How long [`Sshd::start`] took.
@@ -314,7 +314,7 @@ impl Sshd {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(pid) = self.master_pid() {
-                self.masters.lock().unwrap().push(pid as i32);
+                self.masters.lock().unwrap().extend(Proc::of(pid as i32));
                 return Ok(self.ctl.clone());
             }
             if Instant::now() > deadline {
@@ -364,7 +364,9 @@ impl Sshd {
         if !out.status.success() {
             return Err(format!("ssh -O exit: {} {}", out.status, String::from_utf8_lossy(&out.stderr)));
         }
-        wait_gone(pid as i32, Duration::from_secs(10))?;
+        if let Some(p) = Proc::of(pid as i32) {
+            p.wait_gone(Duration::from_secs(10))?;
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.ctl.exists() {
             if Instant::now() > deadline {
@@ -379,8 +381,10 @@ impl Sshd {
     /// and connecting to it is refused. Returns the pid killed.
     pub fn kill_master(&self) -> Result<u32, String> {
         let pid = self.master_pid().ok_or("no master is running")?;
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        wait_gone(pid as i32, Duration::from_secs(10))?;
+        if let Some(p) = Proc::of(pid as i32) {
+            p.signal(libc::SIGKILL);
+            p.wait_gone(Duration::from_secs(10))?;
+        }
         Ok(pid)
     }
 
@@ -419,17 +423,20 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
+        // Listed first: once the master goes, its server-side process exits and the commands
+        // still running under it are re-parented out of the tree.
+        let sessions = descendants(self.child.id() as i32);
         if self.ctl.exists() {
             let _ = self.ssh().arg("-S").arg(&self.ctl).args(["-O", "exit", HOST]).output();
         }
         let masters = std::mem::take(&mut *self.masters.lock().unwrap_or_else(|e| e.into_inner()));
-        for pid in masters {
-            if alive(pid) && wait_gone(pid, Duration::from_secs(2)).is_err() {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                let _ = wait_gone(pid, Duration::from_secs(2));
+        for m in masters {
+            if m.wait_gone(Duration::from_secs(2)).is_err() {
+                m.signal(libc::SIGKILL);
+                let _ = m.wait_gone(Duration::from_secs(2));
             }
         }
-        stop_tree(&mut self.child);
+        stop_tree(&mut self.child, sessions);
     }
 }
 
@@ -486,28 +493,26 @@ fn wait_ready(child: &mut Child, port: u16, d: &Path, user: &str, timeout: Durat
     }
 }
 
-/// Stops the server and every process under it.
-fn stop_tree(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
+/// Stops the server, every process under it, and `also` (processes that were under it).
+fn stop_tree(child: &mut Child, also: Vec<Proc>) {
     let root = child.id() as i32;
-    // Listed before the server dies: afterwards its children are re-parented.
-    let mut pids = vec![root];
-    pids.extend(descendants(root));
-    for &p in &pids {
-        unsafe { libc::kill(p, libc::SIGTERM) };
+    let mut procs = also;
+    if let Ok(None) = child.try_wait() {
+        // Listed before the server dies: afterwards its children are re-parented.
+        procs.extend(Proc::of(root));
+        procs.extend(descendants(root));
+    }
+    for p in &procs {
+        p.signal(libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+    while procs.iter().any(Proc::alive) && Instant::now() < deadline {
         // Reap the server as soon as it is done so that `alive` sees it gone.
         let _ = child.try_wait();
         std::thread::sleep(Duration::from_millis(20));
     }
-    for &p in &pids {
-        if alive(p) {
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
+    for p in &procs {
+        p.signal(libc::SIGKILL);
     }
     let _ = child.wait();
 }
@@ -649,46 +654,67 @@ fn account_locked(user: &str) -> bool {
     })
 }
 
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
-        Err(_) => false,
-    }
+/// A process, told apart from a later one with the same pid by its start time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Proc {
+    pid: i32,
+    start: u64,
 }
 
-fn wait_gone(pid: i32, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    while alive(pid) {
-        if Instant::now() > deadline {
-            return Err(format!("process {pid} still runs after {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
+/// (state, ppid, start time) from /proc/PID/stat.
+fn stat(pid: i32) -> Option<(String, i32, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid … starttime (field 22); comm may hold spaces and parentheses.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((rest.first()?.to_string(), rest.get(1)?.parse().ok()?, rest.get(19)?.parse().ok()?))
+}
+
+impl Proc {
+    fn of(pid: i32) -> Option<Proc> {
+        stat(pid).map(|(_, _, start)| Proc { pid, start })
     }
-    Ok(())
+
+    /// Still this process, and not a zombie.
+    fn alive(&self) -> bool {
+        stat(self.pid).is_some_and(|(state, _, start)| start == self.start && state != "Z")
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if self.alive() {
+            unsafe { libc::kill(self.pid, sig) };
+        }
+    }
+
+    fn wait_gone(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while self.alive() {
+            if Instant::now() > deadline {
+                return Err(format!("process {} still runs after {timeout:?}", self.pid));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
 }
 
 /// All processes below `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
+fn descendants(root: i32) -> Vec<Proc> {
     let mut parent_of = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
-            // pid (comm) state ppid …; comm may hold spaces and parentheses.
-            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
-            if let Some(ppid) = ppid {
-                parent_of.push((pid, ppid));
+            if let Some((_, ppid, start)) = stat(pid) {
+                parent_of.push((Proc { pid, start }, ppid));
             }
         }
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Proc> = Vec::new();
     let mut frontier = vec![root];
     while let Some(p) = frontier.pop() {
         for &(child, parent) in &parent_of {
             if parent == p && !out.contains(&child) {
                 out.push(child);
-                frontier.push(child);
+                frontier.push(child.pid);
             }
         }
     }
