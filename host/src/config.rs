@@ -354,13 +354,19 @@ fn pbs_config(
     if p.host.trim().is_empty() || p.host.starts_with('-') || p.host.contains(char::is_whitespace) {
         return Err(invalid(
             "executor.host",
-            format!("{:?} is not an SSH destination: give the host as in ~/.ssh/config (\"aurora\"), or \"local\" on a login node", p.host),
+            format!(
+                "{:?} is not an SSH destination: give the host as in ~/.ssh/config (\"aurora\"), or \"local\" on a login node",
+                p.host
+            ),
         ));
     }
     if !p.remote_dir.starts_with('/') {
         return Err(invalid(
             "executor.remote_dir",
-            format!("{:?} must be an absolute path on the PBS machine, e.g. \"/lus/flare/projects/MyProject/me/alcf-host\"", p.remote_dir),
+            format!(
+                "{:?} must be an absolute path on the PBS machine, e.g. \"/lus/flare/projects/MyProject/me/alcf-host\"",
+                p.remote_dir
+            ),
         ));
     }
     for s in &p.stage {
@@ -369,7 +375,9 @@ fn pbs_config(
         if s.is_empty() || (outside && rel.file_name().is_none()) {
             return Err(invalid(
                 "executor.stage",
-                format!("{s:?}: give a file or directory, relative to the config's directory (one outside it is staged under its own name)"),
+                format!(
+                    "{s:?}: give a file or directory, relative to the config's directory (one outside it is staged under its own name)"
+                ),
             ));
         }
     }
@@ -400,7 +408,10 @@ fn pbs_config(
     }
     if let Some(s) = p.poll_interval_s {
         if !(s.is_finite() && (1.0..=3600.0).contains(&s)) {
-            return Err(invalid("executor.poll_interval_s", "must be between 1 and 3600 seconds (30 or more on a shared scheduler)".into()));
+            return Err(invalid(
+                "executor.poll_interval_s",
+                "must be between 1 and 3600 seconds (30 or more on a shared scheduler)".into(),
+            ));
         }
         pbs.poll_interval = Duration::from_secs_f64(s);
     }

@@ -218,7 +218,8 @@ fn main() -> ExitCode {
                 cli::compare::compare(opts).await.map(|_| Exit::Ok)
             }
             Command::Connect { host, config, persist, check, exit } => {
-                cli::connect::connect(cli::connect::ConnectOptions { host, config, persist, check, exit }).map(|_| Exit::Ok)
+                cli::connect::connect(cli::connect::ConnectOptions { host, config, persist, check, exit })
+                    .map(|_| Exit::Ok)
             }
             Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
                 cli::plugin::inspect(&file, json).await.map(|_| Exit::Ok)

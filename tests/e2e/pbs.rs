@@ -108,7 +108,9 @@ impl Rig {
     pub fn config(&self, s: &Study) -> PathBuf {
         let (host, control) = match &self.host {
             Host::Local => ("local".to_string(), String::new()),
-            Host::Ssh { dest, control } => (dest.clone(), format!("control_path = {:?}\n", control.display().to_string())),
+            Host::Ssh { dest, control } => {
+                (dest.clone(), format!("control_path = {:?}\n", control.display().to_string()))
+            }
         };
         // Two CPU lists that exist on every machine with 2 cores; taskset really runs.
         let cpu_lists: Vec<String> = (0..s.slots).map(|i| format!("\"{}\"", i % 2)).collect();
@@ -285,6 +287,8 @@ pub fn pilots_run_a_study(rig: &Rig) {
         let mask = s["env"]["ZE_AFFINITY_MASK"].as_str().unwrap().to_string();
         assert_eq!(Some(mask.as_str()), s["env"]["ALCF_SLOT"].as_str(), "{s}");
         assert_eq!(s["env"]["ZE_ENABLE_PCI_ID_DEVICE_ORDER"], "1", "{s}");
+        assert_eq!(s["env"]["ALCF_TRIAL_ID"], id.to_string(), "{s}");
+        assert_eq!(s["env"]["ALCF_TRIAL_DIR"].as_str(), s["argv"][1].as_str(), "{s}");
         let slot: u32 = mask.parse().unwrap();
         assert!(slot < 12, "{s}");
         masks.insert(slot);
@@ -292,9 +296,14 @@ pub fn pilots_run_a_study(rig: &Rig) {
     assert!(masks.len() > 1, "every trial got the same tile: {masks:?}");
     let pilots: Vec<_> = rig.jobs().into_iter().filter(|j| j.1.starts_with("pilots.p")).collect();
     assert!(!pilots.is_empty() && pilots.len() <= 2, "{pilots:?}");
-    // Metrics streamed from the remote side reached the study: every trial has its curve.
     let show = rig.study_show("pilots");
     assert_eq!(show["best"]["state"], "completed", "{show}");
+    // The study told its pilots to stop: they end now, not after `pilot_idle` (30 s).
+    let start = Instant::now();
+    while rig.jobs().iter().any(|j| j.1.starts_with("pilots.p") && j.2 != "F") {
+        assert!(start.elapsed() < Duration::from_secs(20), "pilots outlived the study: {:?}", rig.jobs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// per_trial placement: parameter values full of shell metacharacters arrive intact, as
@@ -325,7 +334,10 @@ pub fn per_trial_jobs_carry_values_intact(rig: &Rig) {
         max_jobs: 2,
         command: r#"["python3", "{config_dir}/trial.py", "{trial_dir}", "{ledger}", "--tag", "{tag}"]"#,
         executor: "env = { TRIAL_TAG = \"{tag}\" }",
-        space: &format!("tag = {{ type = \"choice\", values = [{}] }}\nmode = {{ type = \"choice\", values = [\"ok\", \"fail\"] }}", choices.join(", ")),
+        space: &format!(
+            "tag = {{ type = \"choice\", values = [{}] }}\nmode = {{ type = \"choice\", values = [\"ok\", \"fail\"] }}",
+            choices.join(", ")
+        ),
         tail: &tail,
         ..Study::default()
     });
@@ -488,7 +500,8 @@ pub fn ctrl_c_twice_cancels_the_jobs(rig: &Rig) {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Both trials are recorded running before the interrupt.
-    while try_trial_states(&rig.study_dir("cancel")).unwrap_or_default().iter().filter(|t| t.1 == "running").count() < 2 {
+    while try_trial_states(&rig.study_dir("cancel")).unwrap_or_default().iter().filter(|t| t.1 == "running").count() < 2
+    {
         assert!(start.elapsed() < Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -603,4 +616,26 @@ fn ssh_a_lost_master_pauses_and_resumes() {
     assert_eq!(completed(&trial_states(&rig.study_dir("master"))), 12, "{err}");
     assert!(rig.runs().values().all(|n| *n == 1), "{:?}", rig.runs());
     assert!(err.contains("alcf-host connect"), "the console did not say how to fix it: {err}");
+}
+
+/// A pilot job PBS refuses (an unknown queue) stops the run with qsub's message and the field to
+/// fix, instead of failing trial after trial; with the queue fixed, `--resume` runs them.
+#[test]
+fn local_a_refused_pilot_stops_the_run_and_resume_runs_it() {
+    let rig = Rig::new(Host::Local);
+    let study = Study { name: "refused", trials: 3, parallel: 3, slots: 4, max_jobs: 1, ..Study::default() };
+    let cfg = rig.config(&study);
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("queue = \"capacity\"", "queue = \"nosuchq\"")).unwrap();
+    let out = rig.run(&cfg, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("executor.queue") && said.contains("Unknown queue"), "{said}");
+    let states = trial_states(&rig.study_dir("refused"));
+    assert!(states.iter().all(|t| t.1 != "failed"), "trials were failed for a config error: {states:?}");
+    std::fs::write(&cfg, good).unwrap();
+    let out = rig.run(&cfg, &["--resume"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(completed(&trial_states(&rig.study_dir("refused"))), 3);
+    assert!(rig.runs().values().all(|n| *n == 1), "{:?}", rig.runs());
 }

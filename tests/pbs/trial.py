@@ -24,7 +24,8 @@ mode = str(params.get("mode", "ok"))
 seen = {
     "argv": sys.argv,
     "params": params,
-    "env": {k: os.environ.get(k) for k in ("ZE_AFFINITY_MASK", "ALCF_SLOT", "ZE_ENABLE_PCI_ID_DEVICE_ORDER", "TRIAL_TAG")},
+    "env": {k: os.environ.get(k) for k in ("ZE_AFFINITY_MASK", "ALCF_SLOT", "ZE_ENABLE_PCI_ID_DEVICE_ORDER", "TRIAL_TAG",
+                                     "ALCF_TRIAL_ID", "ALCF_TRIAL_DIR", "ALCF_PARAMS")},
     "cwd": os.getcwd(),
     "started": time.time(),
 }

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, bail};
 use alcf_host::config::{Config, ExecutorConfig};
 use alcf_host::executor::pbs::executor::{control_path, default_control_path};
+use anyhow::{Context, bail};
 
 pub struct ConnectOptions {
     /// An SSH destination; with `config`, the config's `executor.host` when absent.
@@ -66,13 +66,18 @@ pub fn connect(opts: ConnectOptions) -> anyhow::Result<()> {
         .status()
         .context("run ssh (is OpenSSH installed?)")?;
     if !status.success() {
-        bail!("ssh could not log in to {host} (exit status {}); check the host name and your passcode", status.code().unwrap_or(-1));
+        bail!(
+            "ssh could not log in to {host} (exit status {}); check the host name and your passcode",
+            status.code().unwrap_or(-1)
+        );
     }
     if !master_alive(&host, &control) {
         bail!("ssh logged in, but no master is listening at {}", control.display());
     }
     println!("{}", control.display());
-    eprintln!("connected: `alcf-host run` sends its commands through this socket until it expires or you run `alcf-host connect {host} --exit`");
+    eprintln!(
+        "connected: `alcf-host run` sends its commands through this socket until it expires or you run `alcf-host connect {host} --exit`"
+    );
     Ok(())
 }
 

@@ -208,11 +208,8 @@ impl PbsExecutor {
         let argv = Template::parse(&cfg.command, space)?;
         let env = EnvTemplate::parse(&cfg.env, space)?;
         let root = format!("{}/{}", cfg.remote_dir, study);
-        let transport = if cfg.host == "local" {
-            Transport::Local
-        } else {
-            Transport::ssh(&cfg.host, &control_path(&cfg))
-        };
+        let transport =
+            if cfg.host == "local" { Transport::Local } else { Transport::ssh(&cfg.host, &control_path(&cfg)) };
         let remote = Remote::new(transport, &cfg.python, &root, &cfg.pbs_bin);
         let (health, _) = watch::channel(Health::Ready);
         Ok(PbsExecutor {
@@ -261,7 +258,9 @@ impl Executor for PbsExecutor {
     fn describe(&self) -> String {
         let c = &self.inner.cfg;
         let placement = match c.placement {
-            Placement::Pilot => format!("pilot jobs of {} slots, at most {} at once", c.pbs.slots_per_node, c.pbs.max_jobs),
+            Placement::Pilot => {
+                format!("pilot jobs of {} slots, at most {} at once", c.pbs.slots_per_node, c.pbs.max_jobs)
+            }
             Placement::PerTrial => format!("one job per trial, at most {} at once", c.pbs.max_jobs),
         };
         format!(
@@ -313,7 +312,12 @@ impl Executor for PbsExecutor {
         })
     }
 
-    fn wait(&self, trial: TrialSpec, job: JobHandle, metrics: MetricsSink) -> BoxFuture<Result<RunReport, ExecutorError>> {
+    fn wait(
+        &self,
+        trial: TrialSpec,
+        job: JobHandle,
+        metrics: MetricsSink,
+    ) -> BoxFuture<Result<RunReport, ExecutorError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
@@ -443,7 +447,10 @@ impl Inner {
         }
         let files = self.stage_list()?;
         let paths: Vec<&str> = files.iter().map(|f| f.remote.as_str()).collect();
-        let reply = self.call(vec![json!({"op": "digest", "paths": paths})]).await.map_err(|e| transient(e, self.retry_after()))?;
+        let reply = self
+            .call(vec![json!({"op": "digest", "paths": paths})])
+            .await
+            .map_err(|e| transient(e, self.retry_after()))?;
         let digests = &reply.results[0]["digests"];
         if let Some(e) = op_error(&reply.results[0]) {
             return Err(ExecutorError::Fatal(format!("cannot read the study's remote directory {}: {e}", self.root)));
@@ -460,8 +467,10 @@ impl Inner {
         }
         if !send.is_empty() {
             let n = send.len();
-            let reply =
-                self.call(vec![json!({"op": "stage", "files": send})]).await.map_err(|e| transient(e, self.retry_after()))?;
+            let reply = self
+                .call(vec![json!({"op": "stage", "files": send})])
+                .await
+                .map_err(|e| transient(e, self.retry_after()))?;
             if let Some(e) = op_error(&reply.results[0]) {
                 return Err(ExecutorError::Fatal(format!(
                     "cannot write the study's files under {} on {}: {e}; check `executor.remote_dir`",
@@ -480,9 +489,8 @@ impl Inner {
         let mut total = 0u64;
         for entry in &self.cfg.stage {
             let local = self.cfg.workdir.join(entry);
-            collect_files(&local, &staged_name(entry), &mut files, &mut total).map_err(|e| {
-                ExecutorError::Fatal(format!("`executor.stage` {entry:?}: {e}"))
-            })?;
+            collect_files(&local, &staged_name(entry), &mut files, &mut total)
+                .map_err(|e| ExecutorError::Fatal(format!("`executor.stage` {entry:?}: {e}")))?;
         }
         if total > MAX_STAGE_BYTES {
             return Err(ExecutorError::Fatal(format!(
@@ -505,7 +513,11 @@ impl Inner {
     }
 
     /// The trial's argv and extra environment, rendered with remote paths.
-    fn render(&self, spec: &TrialSpec, abs_dir: &str) -> Result<(Vec<OsString>, Vec<(String, OsString)>), ExecutorError> {
+    fn render(
+        &self,
+        spec: &TrialSpec,
+        abs_dir: &str,
+    ) -> Result<(Vec<OsString>, Vec<(String, OsString)>), ExecutorError> {
         let trial_dir = PathBuf::from(abs_dir);
         let params_path = trial_dir.join(protocol::PARAMS_FILE);
         let config_dir = PathBuf::from(format!("{}/files", self.root));
@@ -544,10 +556,7 @@ impl Inner {
         }
     }
 
-    async fn submit_jobs(
-        &self,
-        batch: Vec<TrialSpec>,
-    ) -> Result<Vec<Result<JobHandle, ExecutorError>>, ExecutorError> {
+    async fn submit_jobs(&self, batch: Vec<TrialSpec>) -> Result<Vec<Result<JobHandle, ExecutorError>>, ExecutorError> {
         let mut results: Vec<Option<Result<JobHandle, ExecutorError>>> = (0..batch.len()).map(|_| None).collect();
         let mut jobs = Vec::new();
         let mut sent = Vec::new();
@@ -573,28 +582,28 @@ impl Inner {
             }
         }
         if !jobs.is_empty() {
-            let reply =
-                self.call(vec![json!({"op": "submit", "jobs": jobs})]).await.map_err(|e| transient(e, self.retry_after()))?;
+            let reply = self
+                .call(vec![json!({"op": "submit", "jobs": jobs})])
+                .await
+                .map_err(|e| transient(e, self.retry_after()))?;
             if let Some(e) = op_error(&reply.results[0]) {
                 return Err(ExecutorError::Fatal(format!("the remote side could not prepare the trials: {e}")));
             }
-            let cmds: Vec<Cmd> = reply.results[0]
-                .get("jobs")
-                .cloned()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default();
+            let cmds: Vec<Cmd> =
+                reply.results[0].get("jobs").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
             for (k, (i, rel)) in sent.into_iter().enumerate() {
                 let spec = &batch[i];
                 results[i] = Some(match cmds.get(k) {
-                    None => Err(ExecutorError::Submit { trial: spec.id, message: "the remote side gave no answer".into() }),
+                    None => {
+                        Err(ExecutorError::Submit { trial: spec.id, message: "the remote side gave no answer".into() })
+                    }
                     Some(cmd) if cmd.skipped => Err(ExecutorError::Transient {
                         message: "the queue's per-user job limit is reached".into(),
                         retry_after: self.retry_after(),
                     }),
-                    Some(cmd) if cmd.error.is_some() => Err(ExecutorError::Submit {
-                        trial: spec.id,
-                        message: cmd.error.clone().unwrap_or_default(),
-                    }),
+                    Some(cmd) if cmd.error.is_some() => {
+                        Err(ExecutorError::Submit { trial: spec.id, message: cmd.error.clone().unwrap_or_default() })
+                    }
                     Some(cmd) => match qsub::interpret_qsub(cmd.status, &cmd.stdout, &cmd.stderr) {
                         Ok(id) => Ok(JobHandle { id, data: json!({"placement": "per_trial", "dir": rel}) }),
                         Err(e) => Err(e.into_executor_error(spec.id, self.retry_after())),
@@ -650,7 +659,9 @@ impl Inner {
                     None if answer.is_none() => {
                         Err(ExecutorError::Submit { trial: spec.id, message: "the remote side gave no answer".into() })
                     }
-                    None => Ok(JobHandle { id: spec.job_name.clone(), data: json!({"placement": "pilot", "dir": rel}) }),
+                    None => {
+                        Ok(JobHandle { id: spec.job_name.clone(), data: json!({"placement": "pilot", "dir": rel}) })
+                    }
                 });
             }
             let mut state = self.lock();
@@ -747,11 +758,7 @@ impl Inner {
             // qdel of a job that already ended is not an error (exit 35 or 153 for those ids).
             let cmd: Cmd = serde_json::from_value(reply.results[0].clone()).unwrap_or_default();
             if ![0, 35, 153].contains(&cmd.status) {
-                return Err(ExecutorError::Fatal(format!(
-                    "qdel exited with {}: {}",
-                    cmd.status,
-                    cmd.stderr.trim()
-                )));
+                return Err(ExecutorError::Fatal(format!("qdel exited with {}: {}", cmd.status, cmd.stderr.trim())));
             }
         }
         Ok(())
@@ -900,7 +907,9 @@ impl Inner {
                         let requeued = result["requeued"].as_array().map_or(0, Vec::len);
                         state.pending += requeued;
                         if requeued > 0 {
-                            tracing::warn!("pbs: pilot {name} ended with {requeued} trial(s) running; they are queued again");
+                            tracing::warn!(
+                                "pbs: pilot {name} ended with {requeued} trial(s) running; they are queued again"
+                            );
                         }
                     }
                     FollowUp::SubmitPilot(name) => self.take_pilot_submit(&mut state, &name, &result, &mut resolved),
@@ -976,7 +985,8 @@ impl Inner {
         if let Some(pilots) = result["pilots"].as_array() {
             for p in pilots {
                 let Some(name) = p["name"].as_str() else { continue };
-                if let Some(n) = name.rsplit('.').next().and_then(|s| s.strip_prefix('p')).and_then(|s| s.parse::<u32>().ok())
+                if let Some(n) =
+                    name.rsplit('.').next().and_then(|s| s.strip_prefix('p')).and_then(|s| s.parse::<u32>().ok())
                 {
                     state.next_pilot = state.next_pilot.max(n + 1);
                 }
@@ -1235,7 +1245,9 @@ fn finish_reads(state: &mut State, keys: &[String], result: &Value, resolved: &m
         let failure = w.ended.take().flatten();
         let result_text = t["result"].as_str();
         let parsed = match (op_error(t), result_text) {
-            (Some(e), _) => Some(Err(protocol::ProtocolError::Malformed { file: protocol::RESULT_FILE.into(), message: e })),
+            (Some(e), _) => {
+                Some(Err(protocol::ProtocolError::Malformed { file: protocol::RESULT_FILE.into(), message: e }))
+            }
             (None, Some(text)) => Some(protocol::parse_result(text.as_bytes())),
             (None, None) => None,
         };

@@ -31,7 +31,8 @@ pub const AGENT_SOURCE: &str = include_str!("agent.py");
 
 /// `python3 -c BOOT`: reads `<length>\n`, that many bytes of agent source, and runs it; the agent
 /// reads the request from the rest of stdin (`AGENT.md`, "BOOT").
-const BOOT: &str = r#"import sys;n=int(sys.stdin.buffer.readline());exec(compile(sys.stdin.buffer.read(n),"alcf-agent.py","exec"))"#;
+const BOOT: &str =
+    r#"import sys;n=int(sys.stdin.buffer.readline());exec(compile(sys.stdin.buffer.read(n),"alcf-agent.py","exec"))"#;
 
 const FRAME_START: &str = "ALCF-AGENT 1\n";
 const FRAME_END: &str = "\nALCF-AGENT-END";
@@ -245,14 +246,12 @@ impl Remote {
                         prefixed(&detail)
                     ),
                 },
-                Some(code) => RemoteError::Agent {
-                    host,
-                    message: format!("exit status {code}{}", prefixed(&detail)),
-                },
+                Some(code) => RemoteError::Agent { host, message: format!("exit status {code}{}", prefixed(&detail)) },
             });
         };
-        let value: Value = serde_json::from_str(&body)
-            .map_err(|e| self.agent_error(format!("its response is not JSON ({e}){}", prefixed(&last_lines(&stderr, 6)))))?;
+        let value: Value = serde_json::from_str(&body).map_err(|e| {
+            self.agent_error(format!("its response is not JSON ({e}){}", prefixed(&last_lines(&stderr, 6))))
+        })?;
         let now = value.get("now").and_then(Value::as_f64).unwrap_or(0.0);
         let results = match value.get("results") {
             Some(Value::Array(r)) => r.clone(),
@@ -325,10 +324,8 @@ mod tests {
     async fn a_local_call_runs_the_agent_and_reads_its_frame() {
         let dir = tempfile::tempdir().unwrap();
         let remote = Remote::new(Transport::Local, "python3", dir.path().to_str().unwrap(), "");
-        let reply = remote
-            .call(vec![json!({"op": "digest", "paths": ["x"]}), json!({"op": "no-such-op"})])
-            .await
-            .unwrap();
+        let reply =
+            remote.call(vec![json!({"op": "digest", "paths": ["x"]}), json!({"op": "no-such-op"})]).await.unwrap();
         assert_eq!(reply.results.len(), 2);
         assert_eq!(reply.results[0]["digests"]["x"], Value::Null);
         assert!(op_error(&reply.results[1]).is_some(), "{:?}", reply.results[1]);
