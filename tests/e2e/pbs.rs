@@ -283,7 +283,7 @@ pub fn pilots_run_a_study(rig: &Rig) {
     assert!(runs.values().all(|n| *n == 1), "a trial ran twice: {runs:?}");
     let mut masks = std::collections::BTreeSet::new();
     for id in 1..=24 {
-        let s = seen(&rig, "pilots", id);
+        let s = seen(rig, "pilots", id);
         let mask = s["env"]["ZE_AFFINITY_MASK"].as_str().unwrap().to_string();
         assert_eq!(Some(mask.as_str()), s["env"]["ALCF_SLOT"].as_str(), "{s}");
         assert_eq!(s["env"]["ZE_ENABLE_PCI_ID_DEVICE_ORDER"], "1", "{s}");
@@ -355,7 +355,7 @@ pub fn per_trial_jobs_carry_values_intact(rig: &Rig) {
     let states = trial_states(&rig.study_dir("quoting"));
     assert_eq!(completed(&states), nasty.len(), "{states:?}\n{err}");
     for (i, value) in nasty.iter().enumerate() {
-        let s = seen(&rig, "quoting", i as u64 + 1);
+        let s = seen(rig, "quoting", i as u64 + 1);
         assert_eq!(s["params"]["tag"], *value, "{s}");
         let argv = s["argv"].as_array().unwrap();
         assert_eq!(argv.last().unwrap(), *value, "{s}");

@@ -391,6 +391,9 @@ impl Executor for PbsExecutor {
     }
 }
 
+/// Extra environment of one trial, in order.
+type TrialEnv = Vec<(String, OsString)>;
+
 fn trial_dir(id: u64) -> String {
     format!("trials/{id:06}")
 }
@@ -513,11 +516,7 @@ impl Inner {
     }
 
     /// The trial's argv and extra environment, rendered with remote paths.
-    fn render(
-        &self,
-        spec: &TrialSpec,
-        abs_dir: &str,
-    ) -> Result<(Vec<OsString>, Vec<(String, OsString)>), ExecutorError> {
+    fn render(&self, spec: &TrialSpec, abs_dir: &str) -> Result<(Vec<OsString>, TrialEnv), ExecutorError> {
         let trial_dir = PathBuf::from(abs_dir);
         let params_path = trial_dir.join(protocol::PARAMS_FILE);
         let config_dir = PathBuf::from(format!("{}/files", self.root));
