@@ -118,6 +118,20 @@ struct Inner {
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Serializes staging: the first submit of a host process checks (and sends) the files.
     staged: tokio::sync::Mutex<bool>,
+    counters: Mutex<CycleCounters>,
+}
+
+/// What the poll cycles cost, for the round-trips benchmark and the closing log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CycleCounters {
+    /// Cycles that made at least one remote call.
+    pub cycles: u64,
+    /// Remote calls made by those cycles.
+    pub calls: u64,
+    /// The most calls one cycle made.
+    pub max_calls: u64,
+    /// The most trials one cycle watched.
+    pub max_watched: u64,
 }
 
 #[derive(Default)]
@@ -227,13 +241,19 @@ impl PbsExecutor {
                 stopped: AtomicBool::new(false),
                 poller: Mutex::new(None),
                 staged: tokio::sync::Mutex::new(false),
+                counters: Mutex::new(CycleCounters::default()),
             }),
         })
     }
 
-    /// Remote calls made so far (the round-trips benchmark reads it).
+    /// Remote calls made so far, by every method (the round-trips benchmark reads it).
     pub fn remote_calls(&self) -> u64 {
         self.inner.remote.calls()
+    }
+
+    /// What the poll cycles have cost so far.
+    pub fn cycle_counters(&self) -> CycleCounters {
+        *self.inner.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -382,6 +402,15 @@ impl Executor for PbsExecutor {
                 p.abort();
                 let _ = p.await;
             }
+            let c = *inner.counters.lock().unwrap_or_else(|e| e.into_inner());
+            tracing::info!(
+                "pbs: {} poll cycles made {} remote calls (at most {} in one cycle, watching up to {} trials); {} remote calls in all",
+                c.cycles,
+                c.calls,
+                c.max_calls,
+                c.max_watched,
+                inner.remote.calls()
+            );
             // The session is the user's master: dropping it leaves the master running.
         })
     }
@@ -853,7 +882,10 @@ impl Inner {
             ops.push(json!({"op": "queue_status", "names": names}));
         }
         ops.push(json!({"op": "read", "trials": reads}));
-        let reply = self.call(ops).await?;
+        let watched = read_keys.len() as u64;
+        let reply = self.call(ops).await;
+        self.count_cycle(watched, 1);
+        let reply = reply?;
         let now = reply.now;
         let mut results = reply.results.into_iter();
         let qstat_result = results.next().unwrap_or(Value::Null);
@@ -889,7 +921,9 @@ impl Inner {
             return Ok(());
         }
         let (kinds, ops): (Vec<FollowUp>, Vec<Value>) = follow.into_iter().unzip();
-        let reply = self.call(ops).await?;
+        let reply = self.call(ops).await;
+        self.count_cycle(watched, 2);
+        let reply = reply?;
         let mut resolved = Vec::new();
         {
             let mut state = self.lock();
@@ -917,6 +951,17 @@ impl Inner {
         }
         send_resolved(resolved);
         Ok(())
+    }
+
+    /// Counts a cycle's `n`-th call (1: its status call, 2: its follow-up).
+    fn count_cycle(&self, watched: u64, n: u64) {
+        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if n == 1 {
+            c.cycles += 1;
+        }
+        c.calls += 1;
+        c.max_calls = c.max_calls.max(n);
+        c.max_watched = c.max_watched.max(watched);
     }
 
     fn take_qstat(&self, state: &mut State, ids: &[String], result: &Value, resolved: &mut Vec<Resolved>) {
