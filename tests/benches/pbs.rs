@@ -2,7 +2,7 @@
 //! emulator: SSH round trips per poll cycle with 12 and with 48 trials in flight, host CPU per
 //! trial, and the time from a trial finishing on a tile to the next one starting on it.
 //!
-//!     cargo bench -p alcf-tests --bench pbs            # all three, ~3 minutes on 2 cores
+//!     cargo bench -p alcf-tests --bench pbs            # all of it, ~8 minutes on 2 cores
 //!     cargo bench -p alcf-tests --bench pbs -- --runs 3
 //!
 //! It drives `PbsExecutor` directly (no strategy, no study database): the figures are the
@@ -39,7 +39,15 @@ impl World {
     }
 
     /// A pilot executor: `slots` per pilot, `max_jobs` pilots, trials of `sleep` seconds.
-    fn executor(&self, study: &str, slots: u32, max_jobs: u32, parallel: u32, sleep: f64, poll: u32) -> (PbsExecutor, SearchSpace) {
+    fn executor(
+        &self,
+        study: &str,
+        slots: u32,
+        max_jobs: u32,
+        parallel: u32,
+        sleep: f64,
+        poll: u32,
+    ) -> (PbsExecutor, SearchSpace) {
         let text = format!(
             r#"
 [executor]
@@ -117,11 +125,15 @@ async fn run_batch(exec: Arc<PbsExecutor>, study: &str, space: &SearchSpace, fir
     start.elapsed()
 }
 
-fn cpu_time() -> Duration {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
-    t(u.ru_utime) + t(u.ru_stime)
+/// CPU time of this process and of its children that ended (the `ssh` clients of each call).
+fn cpu_time() -> (Duration, Duration) {
+    let usage = |who| {
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_CHILDREN))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -130,11 +142,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let runs: usize = std::env::args().skip_while(|a| a != "--runs").nth(1).and_then(|v| v.parse().ok()).unwrap_or(3);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("pbs executor benchmark, {runs} runs each; load average at start: {}", load.trim());
@@ -159,12 +167,15 @@ fn main() {
         let mean = median(v.iter().map(|x| x.0).collect());
         let max = v.iter().map(|x| x.1).max().unwrap_or(0);
         let cycles = median(v.iter().map(|x| x.2 as f64).collect());
-        println!("{n:>3} in flight: median {mean:.2} calls per cycle (at most {max} in one cycle), median {cycles} cycles");
+        println!(
+            "{n:>3} in flight: median {mean:.2} calls per cycle (at most {max} in one cycle), median {cycles} cycles"
+        );
     }
 
     // 2. Host CPU per trial: 48 trials of 0.2 s on 2 pilots of 12 slots, poll 1 s.
     println!("\n## host CPU per trial (48 trials of 0.2 s, 2 pilots of 12 slots, poll 1 s)");
     let mut cpu = Vec::new();
+    let mut ssh_cpu = Vec::new();
     let mut wall = Vec::new();
     for r in 0..runs {
         let world = World::new();
@@ -173,72 +184,101 @@ fn main() {
         let exec = Arc::new(exec);
         let before = cpu_time();
         let w = rt.block_on(run_batch(exec.clone(), &study, &space, 1, 48));
-        let used = cpu_time() - before;
-        cpu.push(used.as_secs_f64() * 1000.0 / 48.0);
+        let after = cpu_time();
+        cpu.push((after.0 - before.0).as_secs_f64() * 1000.0 / 48.0);
+        ssh_cpu.push((after.1 - before.1).as_secs_f64() * 1000.0 / 48.0);
         wall.push(w.as_secs_f64());
         rt.block_on(exec.detach());
         world.kill_all();
     }
     println!(
-        "median {:.2} ms host CPU per trial (runs: {:?}); median {:.1} s wall for the 48",
+        "median {:.2} ms host CPU per trial (runs: {:?}), plus {:.2} ms in the ssh clients; median {:.1} s wall for the 48",
         median(cpu.clone()),
         cpu.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>(),
+        median(ssh_cpu),
         median(wall)
     );
 
-    // 3. Tile turnaround: a trial ends on a slot, the host learns of it in its next cycle and
-    // submits the next trial, a pilot starts it on the freed slot. 12 slots, 12 in flight, poll 5 s.
-    println!("\n## from a trial finishing on a tile to the next trial starting on it (1 pilot of 4 slots, poll 5 s)");
-    let mut gaps = Vec::new();
-    for r in 0..runs {
-        let world = World::new();
-        let study = format!("turn{r}");
-        let (exec, space) = world.executor(&study, 4, 1, 4, 1.0, 5);
-        let exec = Arc::new(exec);
-        // Keep 4 in flight: whenever one finishes, submit the next (as the campaign does).
-        rt.block_on(async {
-            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-            let mut waits = tokio::task::JoinSet::new();
-            let mut next = 1u64;
-            let total = 16u64;
-            let start = |id: u64, exec: Arc<PbsExecutor>, tx: alcf_host::executor::MetricsSink, space: SearchSpace, study: String| async move {
-                let s = spec(&study, &space, id, Path::new("/unused"));
-                let h = exec.submit(vec![s.clone()]).await.unwrap().pop().unwrap().unwrap();
-                exec.wait(s, h, tx).await
-            };
-            while next <= 4 {
-                waits.spawn(start(next, exec.clone(), tx.clone(), space.clone(), study.clone()));
-                next += 1;
-            }
-            while let Some(r) = waits.join_next().await {
-                r.unwrap().unwrap();
-                if next <= total {
-                    waits.spawn(start(next, exec.clone(), tx.clone(), space.clone(), study.clone()));
-                    next += 1;
-                }
-            }
-        });
-        // The pilot's done records: per slot, the gap between one trial's end and the next start.
-        let done = world.dir.path().join("remote").join(&study).join("queue/done");
-        let mut by_slot: std::collections::BTreeMap<i64, Vec<(f64, f64)>> = Default::default();
-        for e in std::fs::read_dir(&done).unwrap().flatten() {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
-            by_slot.entry(v["slot"].as_i64().unwrap()).or_default().push((v["started"].as_f64().unwrap(), v["ended"].as_f64().unwrap()));
+    // 3. Tile turnaround: a trial ends on a slot; a pilot starts the next queued trial on it. With
+    // no look-ahead (as many trials in flight as slots) the next trial exists only once the host
+    // has seen the end (its next cycle) and the campaign submitted it; with look-ahead (more in
+    // flight than slots, queued on the shared file system) the pilot takes one at once.
+    for (label, in_flight) in
+        [("no look-ahead: 4 in flight on 4 slots", 4u64), ("look-ahead: 8 in flight on 4 slots", 8)]
+    {
+        println!(
+            "\n## from a trial finishing on a tile to the next trial starting on it ({label}; 1 pilot, trials of 1 s, poll 5 s)"
+        );
+        let mut gaps = Vec::new();
+        for r in 0..runs {
+            let world = World::new();
+            let study = format!("turn{in_flight}r{r}");
+            let (exec, space) = world.executor(&study, 4, 1, in_flight as u32, 1.0, 5);
+            let exec = Arc::new(exec);
+            rt.block_on(keep_in_flight(exec.clone(), &study, &space, in_flight, 16));
+            let done = world.dir.path().join("remote").join(&study).join("queue/done");
+            gaps.extend(slot_gaps(&done));
+            rt.block_on(exec.detach());
+            world.kill_all();
         }
-        for runs in by_slot.values_mut() {
-            runs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-            for w in runs.windows(2) {
-                gaps.push(w[1].0 - w[0].1);
-            }
-        }
-        rt.block_on(exec.detach());
-        world.kill_all();
+        gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{} gaps: median {:.2} s, max {:.2} s (poll interval 5 s)",
+            gaps.len(),
+            median(gaps.clone()),
+            gaps.last().copied().unwrap_or(0.0)
+        );
     }
-    gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "{} gaps: median {:.2} s, max {:.2} s (poll interval 5 s)",
-        gaps.len(),
-        median(gaps.clone()),
-        gaps.last().copied().unwrap_or(0.0)
-    );
+}
+
+/// Keeps `in_flight` trials submitted until `total` have run, submitting one as each ends (as the
+/// campaign does).
+async fn keep_in_flight(
+    exec: Arc<PbsExecutor>,
+    study: &str,
+    space: &SearchSpace,
+    in_flight: u64,
+    total: u64,
+) {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waits = tokio::task::JoinSet::new();
+    let start = |id: u64| {
+        let (exec, tx, s) = (exec.clone(), tx.clone(), spec(study, space, id, Path::new("/unused")));
+        async move {
+            let h = exec.submit(vec![s.clone()]).await.unwrap().pop().unwrap().unwrap();
+            exec.wait(s, h, tx).await
+        }
+    };
+    let mut next = 1u64;
+    while next <= in_flight {
+        waits.spawn(start(next));
+        next += 1;
+    }
+    while let Some(r) = waits.join_next().await {
+        r.unwrap().unwrap();
+        if next <= total {
+            waits.spawn(start(next));
+            next += 1;
+        }
+    }
+}
+
+/// From a pilot's done records: per slot, the time between one trial's end and the next's start.
+fn slot_gaps(done: &Path) -> Vec<f64> {
+    let mut by_slot: std::collections::BTreeMap<i64, Vec<(f64, f64)>> = Default::default();
+    for e in std::fs::read_dir(done).unwrap().flatten() {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+        by_slot
+            .entry(v["slot"].as_i64().unwrap())
+            .or_default()
+            .push((v["started"].as_f64().unwrap(), v["ended"].as_f64().unwrap()));
+    }
+    let mut gaps = Vec::new();
+    for runs in by_slot.values_mut() {
+        runs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        for w in runs.windows(2) {
+            gaps.push(w[1].0 - w[0].1);
+        }
+    }
+    gaps
 }

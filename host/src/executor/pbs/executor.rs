@@ -325,8 +325,13 @@ impl Executor for PbsExecutor {
                 Placement::Pilot => inner.enqueue(batch).await,
             };
             inner.start_poller();
+            // New tickets need a pilot only when none can take them: then submit one now, not at
+            // the next cycle. Otherwise the cycles keep their pace.
             if inner.cfg.placement == Placement::Pilot {
-                inner.wake.notify_one();
+                let state = inner.lock();
+                if !state.pilots.values().any(|p| !p.finished && p.job.is_some() && p.phase != Some(Phase::Ended)) {
+                    inner.wake.notify_one();
+                }
             }
             out
         })
@@ -1151,6 +1156,10 @@ impl Inner {
             c.pilot_idle.as_secs().to_string(),
             "--margin-s".into(),
             c.pilot_margin.as_secs().to_string(),
+            // A listing of the queue directory a second: a freed tile waits at most that long for
+            // a queued trial, and the shared file system sees one small readdir per pilot.
+            "--poll-s".into(),
+            "1".into(),
         ]
         .into_iter()
         .map(OsString::from)
@@ -1413,6 +1422,89 @@ fn collect_files(local: &Path, rel: &Path, out: &mut Vec<StagedFile>, total: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pilot executor on this machine (`host = "local"`), nothing remote touched.
+    fn pilot_executor(extra: &str) -> PbsExecutor {
+        let text = format!(
+            "[executor]\nkind = \"pbs\"\nhost = \"local\"\nremote_dir = \"/tmp/x\"\ncommand = [\"true\"]\n\
+             account = \"P\"\nqueue = \"capacity\"\nwalltime = \"02:00:00\"\nmax_jobs = 2\n\
+             trial_estimate = \"10m\"\n{extra}\n[space]\nx = {{ type = \"float\", low = 0.0, high = 1.0 }}\n"
+        );
+        let config = crate::config::Config::parse(&text, Path::new("t.toml")).unwrap();
+        let Some(crate::config::ExecutorConfig::Pbs(pbs)) = config.executor else { panic!() };
+        PbsExecutor::new(*pbs, config.space.as_ref().unwrap(), 24, "s").unwrap()
+    }
+
+    fn running(job: &str, ends: f64) -> Pilot {
+        Pilot { job: Some(job.into()), ends: Some(ends), phase: Some(Phase::Running), worked: true, ..Pilot::default() }
+    }
+
+    fn planned(exec: &PbsExecutor, state: &mut State, now: f64) -> Vec<String> {
+        let mut follow = Vec::new();
+        exec.inner.plan_pilots(state, now, &mut follow);
+        follow
+            .iter()
+            .map(|(_, op)| format!("{} {}", op["op"].as_str().unwrap(), op["name"].as_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn pilots_are_submitted_while_trials_wait_up_to_max_jobs() {
+        let exec = pilot_executor("");
+        let mut state = State { pending: 30, next_pilot: 0, ..State::default() };
+        // 30 waiting trials need 3 pilots of 12; max_jobs allows 2.
+        assert_eq!(planned(&exec, &mut state, 0.0), ["submit_pilot s.p0", "submit_pilot s.p1"]);
+        let mut state = State { pending: 5, next_pilot: 1, ..State::default() };
+        state.pilots.insert("s.p0".into(), running("1.x", 7200.0));
+        assert_eq!(planned(&exec, &mut state, 0.0), ["submit_pilot s.p1"], "one more pilot, under the next name");
+        state.pilots.insert("s.p1".into(), running("2.x", 7200.0));
+        let mut state2 = State { pending: 5, next_pilot: 2, pilots: state.pilots.clone(), ..State::default() };
+        assert!(planned(&exec, &mut state2, 0.0).is_empty(), "two pilots that can take work: none more");
+        let mut idle = State { pending: 0, next_pilot: 2, pilots: state.pilots.clone(), ..State::default() };
+        assert!(planned(&exec, &mut idle, 0.0).is_empty(), "nothing waits: no pilot");
+    }
+
+    #[test]
+    fn a_pilot_near_its_walltime_gets_a_successor_and_an_ended_one_is_finished() {
+        let exec = pilot_executor("");
+        let mut state = State { pending: 3, next_pilot: 2, ..State::default() };
+        state.pilots.insert("s.p0".into(), running("1.x", 7200.0));
+        // 20 minutes left: not enough for two more 10-minute trials and the margin.
+        state.pilots.insert("s.p1".into(), running("2.x", 1200.0));
+        assert_eq!(planned(&exec, &mut state, 0.0), ["submit_pilot s.p2"]);
+        let mut state = State { pending: 3, next_pilot: 2, ..State::default() };
+        state.pilots.insert("s.p0".into(), running("1.x", 7200.0));
+        state.pilots.insert("s.p1".into(), Pilot { phase: Some(Phase::Ended), ..running("2.x", 1200.0) });
+        assert_eq!(planned(&exec, &mut state, 0.0), ["pilot_finished s.p1", "submit_pilot s.p2"]);
+        // A refusal for a full queue waits a cycle before the next try.
+        let mut state = State { pending: 3, pilot_refusal: Some("full".into()), ..State::default() };
+        assert!(planned(&exec, &mut state, 0.0).is_empty());
+        assert!(planned(&exec, &mut state, 0.0).len() == 1, "and tries again the cycle after");
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_are_refused() {
+        let text = |extra: &str| {
+            format!(
+                "[executor]\nkind = \"pbs\"\nhost = \"local\"\nremote_dir = \"/tmp/x\"\ncommand = [\"true\"]\n\
+                 account = \"P\"\n{extra}\n[space]\nx = {{ type = \"float\", low = 0.0, high = 1.0 }}\n"
+            )
+        };
+        let build = |extra: &str, parallel: u32| {
+            let config = crate::config::Config::parse(&text(extra), Path::new("t.toml")).unwrap();
+            let Some(crate::config::ExecutorConfig::Pbs(pbs)) = config.executor else { panic!() };
+            PbsExecutor::new(*pbs, config.space.as_ref().unwrap(), parallel, "s").err().map(|e| e.to_string())
+        };
+        let e = build("walltime = \"00:30:00\"\ntrial_estimate = \"40m\"", 1).unwrap();
+        assert!(e.contains("leaves no room") && e.contains("trial_estimate"), "{e}");
+        let e = build("placement = \"per_trial\"\nmax_jobs = 2", 3).unwrap();
+        assert!(e.contains("study.parallel") && e.contains("max_jobs"), "{e}");
+        let e = build("placement = \"per_trial\"\ntimeout_s = 60", 1).unwrap();
+        assert!(e.contains("timeout_s") && e.contains("walltime"), "{e}");
+        let e = build("queue = \"no such\"", 1).unwrap();
+        assert!(e.contains("executor.queue"), "{e}");
+        assert_eq!(build("", 12), None);
+    }
 
     #[test]
     fn done_records_read_as_failures() {
