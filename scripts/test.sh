@@ -53,7 +53,7 @@ bash tests/pbs/run-tests.sh 2>&1 | tee -a "$log"
 
 # First, so that target/release/alcf-trainer is the default build again afterwards.
 step "tests: alcf-trainer --features xpu (the XPU shim compiles and links; --device xpu refuses on this CPU-only libtorch)"
-cargo test -p alcf-trainer --release --features xpu --test xpu 2>&1 | tee -a "$log"
+cargo test -p alcf-trainer --release --features xpu --lib --test xpu 2>&1 | tee -a "$log"
 
 step "tests: alcf-trainer (release: real libtorch training runs)"
 cargo test -p alcf-trainer --release 2>&1 | tee -a "$log"

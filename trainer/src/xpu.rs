@@ -56,33 +56,33 @@ fn not_built<T>() -> Result<T> {
 }
 
 /// Try to load libtorch_xpu.so from the libtorch this binary was built against, in case the link
-/// did not keep it (a build against a libtorch without it). Returns the loader's error for the
-/// first candidate (the libtorch directory's), if nothing loaded.
-/// Must run before libtorch first asks for its XPU hooks (it caches the answer).
+/// did not keep it (the build's libtorch had none then). `ALCF_TRAINER_XPU_LIB=/path/libtorch_xpu.so`
+/// names another file instead (it must belong to the same libtorch build; the tests use it for a
+/// stand-in). No search of LD_LIBRARY_PATH: that could load another libtorch's XPU library into
+/// this one. Returns the loader's error, if it failed. Must run before libtorch first asks for its
+/// XPU hooks (it caches the answer).
 #[cfg(feature = "xpu")]
 fn preload() -> Option<String> {
     let dir = env!("ALCF_LIBTORCH_LIB");
-    let mut cands = Vec::new();
-    if !dir.is_empty() {
-        cands.push(format!("{dir}/libtorch_xpu.so"));
+    let path = match std::env::var("ALCF_TRAINER_XPU_LIB") {
+        Ok(p) if !p.is_empty() => p,
+        _ if !dir.is_empty() => format!("{dir}/libtorch_xpu.so"),
+        _ => return Some("the libtorch directory is unknown".into()),
+    };
+    let Ok(cs) = std::ffi::CString::new(path.clone()) else { return Some(format!("bad path {path:?}")) };
+    // SAFETY: dlopen with a valid NUL-terminated path; the handle is leaked on purpose so the
+    // library stays loaded.
+    let h = unsafe { libc::dlopen(cs.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if !h.is_null() {
+        return None;
     }
-    cands.push("libtorch_xpu.so".to_string());
-    let mut first_err = None;
-    for c in cands {
-        let cs = std::ffi::CString::new(c).ok()?;
-        // SAFETY: dlopen with a valid NUL-terminated path; the handle is leaked on purpose so the
-        // library stays loaded.
-        let h = unsafe { libc::dlopen(cs.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-        if !h.is_null() {
-            return None;
-        }
-        // SAFETY: dlerror returns a thread-local C string or NULL.
-        let e = unsafe { libc::dlerror() };
-        if !e.is_null() && first_err.is_none() {
-            first_err = Some(unsafe { std::ffi::CStr::from_ptr(e) }.to_string_lossy().into_owned());
-        }
-    }
-    first_err
+    // SAFETY: dlerror returns a thread-local C string or NULL.
+    let e = unsafe { libc::dlerror() };
+    Some(if e.is_null() {
+        format!("cannot load {path}")
+    } else {
+        unsafe { std::ffi::CStr::from_ptr(e) }.to_string_lossy().into_owned()
+    })
 }
 
 /// The number of XPU devices this process sees; 0 without an XPU backend.
