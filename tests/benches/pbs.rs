@@ -233,13 +233,7 @@ fn main() {
 
 /// Keeps `in_flight` trials submitted until `total` have run, submitting one as each ends (as the
 /// campaign does).
-async fn keep_in_flight(
-    exec: Arc<PbsExecutor>,
-    study: &str,
-    space: &SearchSpace,
-    in_flight: u64,
-    total: u64,
-) {
+async fn keep_in_flight(exec: Arc<PbsExecutor>, study: &str, space: &SearchSpace, in_flight: u64, total: u64) {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let mut waits = tokio::task::JoinSet::new();
     let start = |id: u64| {

@@ -159,14 +159,7 @@ impl Remote {
                     .kill_on_drop(true)
                     .spawn()
                     .map_err(|e| self.agent_error(format!("cannot run sh: {e}")))?;
-                let mut pipe = child.stdin.take();
-                let write = async move {
-                    if let Some(p) = pipe.as_mut() {
-                        let _ = p.write_all(&stdin).await;
-                        let _ = p.shutdown().await;
-                    }
-                    drop(pipe);
-                };
+                let write = feed(child.stdin.take(), stdin);
                 let (_, out) = tokio::join!(write, child.wait_with_output());
                 out.map_err(|e| self.agent_error(format!("sh failed: {e}")))
             }
@@ -185,14 +178,7 @@ impl Remote {
                     Ok(c) => c,
                     Err(e) => return Err(self.ssh_failure(e.to_string()).await),
                 };
-                let mut pipe = child.stdin().take();
-                let write = async move {
-                    if let Some(p) = pipe.as_mut() {
-                        let _ = p.write_all(&stdin).await;
-                        let _ = p.shutdown().await;
-                    }
-                    drop(pipe);
-                };
+                let write = feed(child.stdin().take(), stdin);
                 let (_, out) = tokio::join!(write, child.wait_with_output());
                 match out {
                     Ok(out) => Ok(out),
@@ -258,6 +244,16 @@ impl Remote {
             _ => return Err(self.agent_error("its response has no results".into())),
         };
         Ok(Reply { now, results })
+    }
+}
+
+/// Writes the request to the command's stdin and closes it, while the caller reads its output
+/// (a large request and a large answer must not wait on each other). A write error means the
+/// command ended early; its output says why.
+async fn feed<W: tokio::io::AsyncWrite + Unpin>(pipe: Option<W>, data: Vec<u8>) {
+    if let Some(mut p) = pipe {
+        let _ = p.write_all(&data).await;
+        let _ = p.shutdown().await;
     }
 }
 
