@@ -639,3 +639,54 @@ fn local_a_refused_pilot_stops_the_run_and_resume_runs_it() {
     assert_eq!(completed(&trial_states(&rig.study_dir("refused"))), 3);
     assert!(rig.runs().values().all(|n| *n == 1), "{:?}", rig.runs());
 }
+
+/// Ctrl-C twice with pilots: the running trials are stopped by their pilot (a stop request in the
+/// queue, not a qdel of the pilot), recorded cancelled, and the pilots, told to stop, end.
+#[test]
+fn local_ctrl_c_twice_stops_pilot_trials() {
+    let rig = Rig::new(Host::Local);
+    let cfg = rig.config(&Study {
+        name: "pcancel",
+        trials: 3,
+        parallel: 3,
+        slots: 4,
+        max_jobs: 1,
+        executor: "env = { TRIAL_SLEEP_S = \"120\" }",
+        ..Study::default()
+    });
+    let mut child = rig.spawn(&cfg, &["--quiet"]);
+    let start = Instant::now();
+    // All three trials have started on the pilot (each wrote seen.json).
+    while (1..=3).any(|id| !rig.remote_study("pcancel").join(format!("trials/{id:06}/seen.json")).exists())
+        || try_trial_states(&rig.study_dir("pcancel")).unwrap_or_default().iter().filter(|t| t.1 == "running").count() < 3
+    {
+        assert!(start.elapsed() < Duration::from_secs(90), "trials never started: {:?}", rig.jobs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = child.id() as libc::pid_t;
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(800));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    let states = trial_states(&rig.study_dir("pcancel"));
+    assert!(states.iter().all(|t| t.1 == "cancelled"), "{states:?}\n{err}");
+    let start = Instant::now();
+    loop {
+        let done: Vec<serde_json::Value> = (1..=3)
+            .filter_map(|id| {
+                let p = rig.remote_study("pcancel").join(format!("queue/done/pcancel.t{id}.a1.json"));
+                std::fs::read_to_string(p).ok().and_then(|t| serde_json::from_str(&t).ok())
+            })
+            .collect();
+        let pilots_done = rig.jobs().iter().all(|j| j.2 == "F");
+        if done.len() == 3 && pilots_done {
+            assert!(done.iter().all(|d| d["cancelled"] == true), "{done:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(40), "not stopped: {done:?} {:?}", rig.jobs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
