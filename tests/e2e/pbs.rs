@@ -658,7 +658,8 @@ fn local_ctrl_c_twice_stops_pilot_trials() {
     let start = Instant::now();
     // All three trials have started on the pilot (each wrote seen.json).
     while (1..=3).any(|id| !rig.remote_study("pcancel").join(format!("trials/{id:06}/seen.json")).exists())
-        || try_trial_states(&rig.study_dir("pcancel")).unwrap_or_default().iter().filter(|t| t.1 == "running").count() < 3
+        || try_trial_states(&rig.study_dir("pcancel")).unwrap_or_default().iter().filter(|t| t.1 == "running").count()
+            < 3
     {
         assert!(start.elapsed() < Duration::from_secs(90), "trials never started: {:?}", rig.jobs());
         std::thread::sleep(Duration::from_millis(200));
