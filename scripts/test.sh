@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: the wasm target, libtorch for the trainer, the host,
-# the plugins and test guests, then lints and the whole workspace's tests.
+# the plugins and test guests, then lints and the whole workspace's tests, the trainer's (also with
+# its XPU shim) and the Python trial program's.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh --no-lint  # skip rustfmt/clippy
 #
 # Needs: a Rust toolchain (rustup), Python 3.10+ with venv (for the libtorch wheel), network access
 # to crates.io and PyPI on the first run.
+# The ssh tests also need /usr/sbin/sshd and ssh (Debian: openssh-server, openssh-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,8 @@ if [ "$lint" = 1 ]; then
   cargo fmt --all --check
   step "cargo clippy (workspace, all targets, -D warnings)"
   cargo clippy --workspace --all-targets -- -D warnings
+  step "cargo clippy (alcf-trainer with the XPU shim: --features xpu)"
+  cargo clippy -p alcf-trainer --all-targets --features xpu -- -D warnings
 fi
 
 log=$(mktemp)
@@ -48,8 +52,16 @@ step "tests: the PBS Pro emulator (the test double of Aurora's scheduler)"
 # unittest prints "Ran N tests" and "OK"/"FAILED (failures=F, errors=E)"; both feed the closing line.
 bash tests/pbs/run-tests.sh 2>&1 | tee -a "$log"
 
+# First, so that target/release/alcf-trainer is the default build again afterwards.
+step "tests: alcf-trainer --features xpu (the XPU shim compiles and links; --device xpu refuses on this CPU-only libtorch)"
+cargo test -p alcf-trainer --release --features xpu --lib --test xpu 2>&1 | tee -a "$log"
+
 step "tests: alcf-trainer (release: real libtorch training runs)"
 cargo test -p alcf-trainer --release 2>&1 | tee -a "$log"
+
+step "tests: the Python trial program trainer/python/alcf_train.py (CPU torch, next to alcf-trainer)"
+bash scripts/setup-pytorch-cpu.sh
+"${ALCF_PYTORCH_CPU:-target/pytorch-cpu}/python" trainer/python/test_alcf_train.py -v 2>&1 | tee -a "$log"
 
 # One closing line for all test binaries together.
 awk '

@@ -114,6 +114,46 @@ enum FileExecutor {
         #[serde(default)]
         rerun: Rerun,
     },
+    Pbs(Box<FilePbs>),
+}
+
+/// `kind = "pbs"`: see docs/config.md and docs/aurora.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePbs {
+    host: String,
+    control_path: Option<String>,
+    remote_dir: String,
+    python: Option<String>,
+    pbs_bin: Option<String>,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    stage: Vec<String>,
+    #[serde(default)]
+    rerun: Rerun,
+    timeout_s: Option<f64>,
+    #[serde(default)]
+    placement: Placement,
+    account: Option<String>,
+    queue: Option<String>,
+    select: Option<String>,
+    walltime: Option<String>,
+    filesystems: Option<String>,
+    place: Option<String>,
+    #[serde(default)]
+    setup: Vec<String>,
+    template: Option<String>,
+    slots_per_node: Option<u32>,
+    affinity_var: Option<String>,
+    cpu_lists: Option<Vec<String>>,
+    poll_interval_s: Option<f64>,
+    max_jobs: Option<u32>,
+    trial_estimate: Option<String>,
+    pilot_idle: Option<String>,
+    pilot_margin: Option<String>,
+    max_requeues: Option<u32>,
 }
 
 // ---- the validated configuration ------------------------------------------------------------
@@ -149,6 +189,60 @@ impl Default for StrategyConfig {
 pub enum ExecutorConfig {
     Bench { function: String, dim: Option<usize>, delay: Option<Duration> },
     Local(LocalConfig),
+    Pbs(Box<PbsExecutorConfig>),
+}
+
+/// How trials are placed on PBS jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// A PBS job holds a node and runs up to `slots_per_node` trials at once, fed from a queue on
+    /// the shared file system (the default: Aurora's queues allow 1 or 2 running jobs per user).
+    #[default]
+    Pilot,
+    /// One PBS job per trial (the debug queue, multi-node trials).
+    PerTrial,
+}
+
+/// The `[executor]` section for `kind = "pbs"`: trials as PBS jobs, through SSH or on a login node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PbsExecutorConfig {
+    /// An SSH destination as in `~/.ssh/config` (`aurora`), or `local` when the host itself runs
+    /// on a login node.
+    pub host: String,
+    /// The ControlMaster socket; `None`: `~/.ssh/alcf-host/<host>.sock`, what `alcf-host connect`
+    /// opens.
+    pub control_path: Option<PathBuf>,
+    /// The shared-file-system directory that holds one directory per study.
+    pub remote_dir: String,
+    /// The remote Python 3.6+ that runs the agent and the pilot.
+    pub python: String,
+    /// A directory holding qsub/qstat/qdel, when they are not on the remote `PATH`.
+    pub pbs_bin: String,
+    /// As the local executor's: `{config_dir}` is the study's staged copy of the config
+    /// directory on the remote side, `{trial_dir}` and `{params}` the remote trial's.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Files and directories, relative to the config directory, uploaded once per study (re-sent
+    /// only when their content changes) to `<study>/files/`; one outside the config directory
+    /// (`../trainer/python/alcf_train.py`) goes there under its own name.
+    pub stage: Vec<String>,
+    pub rerun: Rerun,
+    pub timeout: Option<Duration>,
+    pub placement: Placement,
+    /// `#PBS` values, the template, slots, poll interval and job limit.
+    pub pbs: crate::executor::pbs::PbsConfig,
+    /// How long a trial is expected to take: a pilot never starts one that could not finish
+    /// before its walltime.
+    pub trial_estimate: Duration,
+    /// A pilot with nothing to run for this long ends (and frees its node).
+    pub pilot_idle: Duration,
+    /// The end of a pilot's walltime kept free: no trial is started that would run into it.
+    pub pilot_margin: Duration,
+    /// How often a trial is put back in the queue after the pilot running it died.
+    pub max_requeues: u32,
+    /// Absolute directory of the configuration file.
+    pub workdir: PathBuf,
 }
 
 /// The `[executor]` section for `kind = "local"`: each trial is a subprocess on this machine.
@@ -237,6 +331,131 @@ impl Default for Config {
             enqueue: Vec::new(),
             enqueue_at: Vec::new(),
         }
+    }
+}
+
+/// Checks and fills in `kind = "pbs"`; the PBS values themselves are checked by
+/// [`PbsConfig::validate`](crate::executor::pbs::PbsConfig::validate) when the executor is built.
+fn pbs_config(
+    p: FilePbs,
+    base: &Path,
+    span: std::ops::Range<usize>,
+    text: &str,
+    path: &Path,
+) -> Result<PbsExecutorConfig, ConfigError> {
+    let lines = Lines(text);
+    let invalid = |key: &str, message: String| {
+        let line = key_line(text, span.clone(), key.trim_start_matches("executor."), &lines);
+        ConfigError::Invalid { path: path.into(), line, field: key.to_string(), message }
+    };
+    if p.command.is_empty() {
+        return Err(invalid("executor.command", "must name a program".into()));
+    }
+    if p.host.trim().is_empty() || p.host.starts_with('-') || p.host.contains(char::is_whitespace) {
+        return Err(invalid(
+            "executor.host",
+            format!(
+                "{:?} is not an SSH destination: give the host as in ~/.ssh/config (\"aurora\"), or \"local\" on a login node",
+                p.host
+            ),
+        ));
+    }
+    if !p.remote_dir.starts_with('/') {
+        return Err(invalid(
+            "executor.remote_dir",
+            format!(
+                "{:?} must be an absolute path on the PBS machine, e.g. \"/lus/flare/projects/MyProject/me/alcf-host\"",
+                p.remote_dir
+            ),
+        ));
+    }
+    for s in &p.stage {
+        let rel = Path::new(s);
+        let outside = rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir));
+        if s.is_empty() || (outside && rel.file_name().is_none()) {
+            return Err(invalid(
+                "executor.stage",
+                format!(
+                    "{s:?}: give a file or directory, relative to the config's directory (one outside it is staged under its own name)"
+                ),
+            ));
+        }
+    }
+    let mut pbs = crate::executor::pbs::PbsConfig::default();
+    let set = |target: &mut String, v: Option<String>| {
+        if let Some(v) = v {
+            *target = v;
+        }
+    };
+    set(&mut pbs.account, p.account);
+    set(&mut pbs.queue, p.queue);
+    set(&mut pbs.select, p.select);
+    set(&mut pbs.walltime, p.walltime);
+    set(&mut pbs.filesystems, p.filesystems);
+    set(&mut pbs.place, p.place);
+    set(&mut pbs.affinity_var, p.affinity_var);
+    pbs.setup = p.setup;
+    pbs.template = p.template.map(|t| base.join(t));
+    if let Some(n) = p.slots_per_node {
+        pbs.slots_per_node = n;
+        if p.cpu_lists.is_none() && n as usize != pbs.cpu_lists.len() {
+            // Aurora's 12 lists fit only 12 slots; another machine names its own (or none).
+            pbs.cpu_lists.clear();
+        }
+    }
+    if let Some(c) = p.cpu_lists {
+        pbs.cpu_lists = c;
+    }
+    if let Some(s) = p.poll_interval_s {
+        if !(s.is_finite() && (1.0..=3600.0).contains(&s)) {
+            return Err(invalid(
+                "executor.poll_interval_s",
+                "must be between 1 and 3600 seconds (30 or more on a shared scheduler)".into(),
+            ));
+        }
+        pbs.poll_interval = Duration::from_secs_f64(s);
+    }
+    if let Some(m) = p.max_jobs {
+        pbs.max_jobs = m;
+    }
+    let duration = |key: &str, v: Option<String>, default: Duration| match v {
+        None => Ok(default),
+        Some(t) => parse_duration(&t).map_err(|m| invalid(key, m)),
+    };
+    let trial_estimate = duration("executor.trial_estimate", p.trial_estimate, Duration::ZERO)?;
+    let pilot_idle = duration("executor.pilot_idle", p.pilot_idle, Duration::from_secs(300))?;
+    let pilot_margin = duration("executor.pilot_margin", p.pilot_margin, Duration::from_secs(60))?;
+    let timeout = match p.timeout_s {
+        Some(t) if !(t > 0.0 && t.is_finite()) => return Err(invalid("executor.timeout_s", "must be positive".into())),
+        t => t.map(Duration::from_secs_f64),
+    };
+    let control_path = p.control_path.map(|c| expand_home(&c));
+    Ok(PbsExecutorConfig {
+        host: p.host,
+        control_path,
+        remote_dir: p.remote_dir.trim_end_matches('/').to_string(),
+        python: p.python.unwrap_or_else(|| "python3".into()),
+        pbs_bin: p.pbs_bin.unwrap_or_default(),
+        command: p.command,
+        env: p.env,
+        stage: p.stage,
+        rerun: p.rerun,
+        timeout,
+        placement: p.placement,
+        pbs,
+        trial_estimate,
+        pilot_idle,
+        pilot_margin,
+        max_requeues: p.max_requeues.unwrap_or(2),
+        workdir: base.to_path_buf(),
+    })
+}
+
+/// `~/x` as the user's home; anything else as written.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
     }
 }
 
@@ -392,6 +611,7 @@ impl Config {
                     };
                     ExecutorConfig::Local(LocalConfig { command, timeout, env, workdir: Some(base.clone()), rerun })
                 }
+                FileExecutor::Pbs(p) => ExecutorConfig::Pbs(Box::new(pbs_config(*p, &base, span, text, path)?)),
             });
         }
         Ok(config)

@@ -97,6 +97,23 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Open the SSH master connection the pbs executor uses (asks for your passcode once).
+    Connect {
+        /// An SSH destination as in ~/.ssh/config, e.g. aurora [default: the config's executor.host].
+        host: Option<String>,
+        /// Take the host and control socket from this config's [executor].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How long the master stays open after its last use (ssh's ControlPersist).
+        #[arg(long, default_value = "12h")]
+        persist: String,
+        /// Only check whether a master is open (exit status 1 if not).
+        #[arg(long, conflicts_with = "exit")]
+        check: bool,
+        /// Close the master.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Work with plugin files.
     Plugin {
         #[command(subcommand)]
@@ -199,6 +216,10 @@ fn main() -> ExitCode {
                     quiet,
                 };
                 cli::compare::compare(opts).await.map(|_| Exit::Ok)
+            }
+            Command::Connect { host, config, persist, check, exit } => {
+                cli::connect::connect(cli::connect::ConnectOptions { host, config, persist, check, exit })
+                    .map(|_| Exit::Ok)
             }
             Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
                 cli::plugin::inspect(&file, json).await.map(|_| Exit::Ok)

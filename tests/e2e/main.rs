@@ -4,6 +4,8 @@
 mod cli;
 mod compare;
 mod newuser;
+mod pbs;
 mod resume;
 mod sandbox;
+mod ssh;
 mod strategies;

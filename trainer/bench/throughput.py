@@ -4,7 +4,7 @@
 The same work per step as `alcf-trainer train`, op for op: index_select of a shuffled batch from
 uint8 tensors, random crop (4 px zero padding) + flip as two gathers, per-channel normalization,
 forward, cross-entropy, backward, SGD (momentum 0.9, weight decay 5e-4), and the same running
-loss/accuracy bookkeeping. The models mirror trainer/src/models.rs layer for layer.
+loss/accuracy bookkeeping. The models are trainer/python/alcf_train.py's, which mirror trainer/src/models.rs layer for layer.
 
 Prints one JSON object: {"model":..., "images_per_s": [per epoch], ...}.
 Needs `import torch` (scripts/setup-torch.sh --bench).
@@ -13,6 +13,8 @@ Needs `import torch` (scripts/setup-torch.sh --bench).
 import argparse
 import json
 import math
+import os
+import sys
 import time
 
 import torch
@@ -23,171 +25,14 @@ MEAN = [0.5071, 0.4865, 0.4409]
 STD = [0.2673, 0.2564, 0.2762]
 
 
-def conv(cin, cout, k, stride, pad):
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=False)
-
-
-class Shortcut(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv = conv(cin, cout, 1, stride, 0)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
-
-
-class Basic(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1, self.b1 = conv(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout)
-        self.c2, self.b2 = conv(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout)
-        self.sc = Shortcut(cin, cout, stride) if stride != 1 or cin != cout else None
-
-    def forward(self, x):
-        y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-        return F.relu(y + (self.sc(x) if self.sc is not None else x))
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, cin, mid, stride):
-        super().__init__()
-        cout = mid * 4
-        self.c1, self.b1 = conv(cin, mid, 1, 1, 0), nn.BatchNorm2d(mid)
-        self.c2, self.b2 = conv(mid, mid, 3, stride, 1), nn.BatchNorm2d(mid)
-        self.c3, self.b3 = conv(mid, cout, 1, 1, 0), nn.BatchNorm2d(cout)
-        self.sc = Shortcut(cin, cout, stride) if stride != 1 or cin != cout else None
-
-    def forward(self, x):
-        y = F.relu(self.b1(self.c1(x)))
-        y = F.relu(self.b2(self.c2(y)))
-        y = self.b3(self.c3(y))
-        return F.relu(y + (self.sc(x) if self.sc is not None else x))
-
-
-class ResNet(nn.Module):
-    def __init__(self, blocks, bottle, classes, dropout):
-        super().__init__()
-        self.stem_c, self.stem_b = conv(3, 64, 3, 1, 1), nn.BatchNorm2d(64)
-        layers, cin = [], 64
-        for stage, n in enumerate(blocks):
-            width = 64 << stage
-            for b in range(n):
-                stride = 2 if stage > 0 and b == 0 else 1
-                if bottle:
-                    layers.append(Bottleneck(cin, width, stride))
-                    cin = width * 4
-                else:
-                    layers.append(Basic(cin, width, stride))
-                    cin = width
-        self.layers = nn.Sequential(*layers)
-        self.dropout = dropout
-        self.fc = nn.Linear(cin, classes)
-
-    def forward(self, x):
-        y = self.layers(F.relu(self.stem_b(self.stem_c(x))))
-        y = F.adaptive_avg_pool2d(y, 1).flatten(1)
-        return self.fc(F.dropout(y, self.dropout, self.training))
-
-
-class VGG16(nn.Module):
-    CFG = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0]
-
-    def __init__(self, classes, dropout):
-        super().__init__()
-        layers, cin = [], 3
-        for c in self.CFG:
-            if c == 0:
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
-                cin = c
-        self.features = nn.Sequential(*layers)
-        self.fc1, self.fc = nn.Linear(512, 512), nn.Linear(512, classes)
-        self.dropout = dropout
-
-    def forward(self, x):
-        y = self.features(x).flatten(1)
-        y = F.relu(self.fc1(F.dropout(y, self.dropout, self.training)))
-        return self.fc(F.dropout(y, self.dropout, self.training))
-
-
-class DenseLayer(nn.Module):
-    def __init__(self, c, growth):
-        super().__init__()
-        self.b1, self.c1 = nn.BatchNorm2d(c), conv(c, 4 * growth, 1, 1, 0)
-        self.b2, self.c2 = nn.BatchNorm2d(4 * growth), conv(4 * growth, growth, 3, 1, 1)
-
-    def forward(self, x):
-        z = self.c2(F.relu(self.b2(self.c1(F.relu(self.b1(x))))))
-        return torch.cat([x, z], 1)
-
-
-class Transition(nn.Module):
-    def __init__(self, c, out):
-        super().__init__()
-        self.b, self.c = nn.BatchNorm2d(c), conv(c, out, 1, 1, 0)
-
-    def forward(self, x):
-        return F.avg_pool2d(self.c(F.relu(self.b(x))), 2)
-
-
-class DenseNet121(nn.Module):
-    def __init__(self, classes, dropout, growth=32, blocks=(6, 12, 24, 16)):
-        super().__init__()
-        self.stem = conv(3, 2 * growth, 3, 1, 1)
-        c, mods = 2 * growth, []
-        for bi, n in enumerate(blocks):
-            for _ in range(n):
-                mods.append(DenseLayer(c, growth))
-                c += growth
-            if bi + 1 < len(blocks):
-                mods.append(Transition(c, c // 2))
-                c //= 2
-        self.body = nn.Sequential(*mods)
-        self.final_bn, self.fc, self.dropout = nn.BatchNorm2d(c), nn.Linear(c, classes), dropout
-
-    def forward(self, x):
-        y = F.relu(self.final_bn(self.body(self.stem(x))))
-        y = F.adaptive_avg_pool2d(y, 1).flatten(1)
-        return self.fc(F.dropout(y, self.dropout, self.training))
-
-
-class CNN(nn.Module):
-    def __init__(self, width, depth, classes, dropout):
-        super().__init__()
-        stages = min(depth, 3)
-        self.convs, self.bns, self.pools = nn.ModuleList(), nn.ModuleList(), []
-        cin = 3
-        for i in range(depth):
-            s = i * stages // depth
-            last = (i + 1) * stages // depth != s or i + 1 == depth
-            c = width << s
-            self.convs.append(conv(cin, c, 3, 1, 1))
-            self.bns.append(nn.BatchNorm2d(c))
-            self.pools.append(last)
-            cin = c
-        self.fc, self.dropout = nn.Linear(cin, classes), dropout
-
-    def forward(self, x):
-        y = x
-        for c, b, p in zip(self.convs, self.bns, self.pools):
-            y = F.relu(b(c(y)))
-            if p:
-                y = F.max_pool2d(y, 2)
-        y = F.adaptive_avg_pool2d(y, 1).flatten(1)
-        return self.fc(F.dropout(y, self.dropout, self.training))
+# The models, defined once: trainer/python/alcf_train.py mirrors trainer/src/models.rs layer for
+# layer (its tests compare parameter counts with alcf-trainer's).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import alcf_train  # noqa: E402
 
 
 def build(name, width, depth, dropout):
-    return {
-        "resnet18": lambda: ResNet([2, 2, 2, 2], False, 100, dropout),
-        "resnet34": lambda: ResNet([3, 4, 6, 3], False, 100, dropout),
-        "resnet50": lambda: ResNet([3, 4, 6, 3], True, 100, dropout),
-        "vgg16": lambda: VGG16(100, dropout),
-        "densenet121": lambda: DenseNet121(100, dropout),
-        "cnn": lambda: CNN(width, depth, 100, dropout),
-    }[name]()
+    return alcf_train.build_model(torch, name, width, depth, dropout, classes=100)
 
 
 def load(data_dir, n):

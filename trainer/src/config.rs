@@ -75,6 +75,8 @@ pub enum DeviceSpec {
     Auto,
     Cpu,
     Cuda(usize),
+    /// An Intel XPU (Aurora's GPU tiles); needs a build with the `xpu` feature (see `xpu`).
+    Xpu(usize),
 }
 
 impl FromStr for DeviceSpec {
@@ -85,9 +87,11 @@ impl FromStr for DeviceSpec {
             "auto" => Ok(DeviceSpec::Auto),
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
-            _ => match l.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
-                _ => Err(format!("'{s}' is not one of auto, cpu, cuda, cuda:N")),
+            "xpu" => Ok(DeviceSpec::Xpu(0)),
+            _ => match (l.strip_prefix("cuda:"), l.strip_prefix("xpu:")) {
+                (Some(n), _) if n.parse::<usize>().is_ok() => Ok(DeviceSpec::Cuda(n.parse().unwrap())),
+                (_, Some(n)) if n.parse::<usize>().is_ok() => Ok(DeviceSpec::Xpu(n.parse().unwrap())),
+                _ => Err(format!("'{s}' is not one of auto, cpu, cuda, cuda:N, xpu, xpu:N")),
             },
         }
     }
@@ -99,6 +103,7 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Auto => f.write_str("auto"),
             DeviceSpec::Cpu => f.write_str("cpu"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Xpu(n) => write!(f, "xpu:{n}"),
         }
     }
 }
@@ -434,6 +439,12 @@ mod tests {
         assert_eq!("auto".parse::<DeviceSpec>().unwrap(), DeviceSpec::Auto);
         assert_eq!("cuda:2".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(2));
         assert_eq!("CUDA".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
-        assert!("xpu".parse::<DeviceSpec>().is_err());
+        assert_eq!("xpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Xpu(0));
+        assert_eq!("XPU:11".parse::<DeviceSpec>().unwrap(), DeviceSpec::Xpu(11));
+        for bad in ["tpu", "xpu:", "xpu:-1", "cuda:x"] {
+            let e = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(e.contains("xpu:N"), "{bad}: {e}");
+        }
+        assert_eq!(DeviceSpec::Xpu(2).to_string(), "xpu:2");
     }
 }

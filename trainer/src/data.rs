@@ -208,6 +208,11 @@ impl Split {
         let y = Tensor::from_slice(&labels).to_device(device);
         Split { x, y }
     }
+
+    /// This split with its tensors moved by `put` (e.g. to an XPU).
+    pub fn moved(self, put: impl Fn(Tensor) -> Result<Tensor>) -> Result<Split> {
+        Ok(Split { x: put(self.x)?, y: put(self.y)? })
+    }
 }
 
 /// Load train.bin, split off validation, apply the limits.
@@ -249,15 +254,19 @@ pub fn load_test(data: &Path, device: Device) -> Result<Split> {
 
 /// Random crop of a 4-pixel zero-padded image and random horizontal flip, per image, as two
 /// gathers on the uint8 batch [B,3,32,32]. Uses libtorch's global generator.
+///
+/// The index tensors are made "like" slices of `x`, so they land on `x`'s device whatever it is
+/// (tch's `Device` cannot name an XPU). `randint_like` draws exactly what `randint` with the same
+/// shape and dtype draws, so the numbers are those of a `Tensor::randint` version.
 pub fn augment(x: &Tensor) -> Tensor {
     let b = x.size()[0];
-    let dev = x.device();
     let padded = x.constant_pad_nd([4i64, 4, 4, 4]);
-    let opts = (Kind::Int64, dev);
-    let ox = Tensor::randint(9, [b, 1], opts);
-    let oy = Tensor::randint(9, [b, 1], opts);
-    let flip = Tensor::randint(2, [b, 1], opts);
-    let ar = Tensor::arange(32, opts).unsqueeze(0);
+    // [b, 1] and [32] int64 templates on x's device (pixel values unused).
+    let col = x.select(3, 0).select(2, 0).narrow(1, 0, 1).to_kind(Kind::Int64);
+    let ox = col.randint_like(9);
+    let oy = col.randint_like(9);
+    let flip = col.randint_like(2);
+    let ar = x.get(0).get(0).get(0).to_kind(Kind::Int64).ones_like().cumsum(0, Kind::Int64).unsqueeze(0) - 1;
     let rows = &oy + &ar;
     // flip: column j reads 31 - j.  cols = ox + j + flip * (31 - 2j)
     let cols = &ox + &ar + &flip * (ar.neg() * 2 + 31);
@@ -279,6 +288,10 @@ impl Normalizer {
             scale: Tensor::from_slice(&scale).view([1, 3, 1, 1]).to_device(device),
             shift: Tensor::from_slice(&shift).view([1, 3, 1, 1]).to_device(device),
         }
+    }
+    /// These constants with their tensors moved by `put` (e.g. to an XPU).
+    pub fn moved(self, put: impl Fn(Tensor) -> Result<Tensor>) -> Result<Normalizer> {
+        Ok(Normalizer { scale: put(self.scale)?, shift: put(self.shift)? })
     }
     pub fn apply(&self, x_u8: &Tensor) -> Tensor {
         (x_u8.to_kind(Kind::Float) * &self.scale) + &self.shift

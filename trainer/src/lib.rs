@@ -7,4 +7,6 @@ pub mod download;
 pub mod metrics;
 pub mod models;
 pub mod optim;
+pub mod place;
 pub mod train;
+pub mod xpu;

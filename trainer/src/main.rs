@@ -1,5 +1,5 @@
 use alcf_trainer::config::{DeviceSpec, ModelKind, OptimizerKind, ScheduleKind, TrainConfig};
-use alcf_trainer::{data, download, train};
+use alcf_trainer::{data, download, train, xpu};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -131,7 +131,7 @@ struct TrainArgs {
     /// Dataset directory: holds cifar-100-binary/{train,test}.bin   [default: data/cifar-100]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// auto | cpu | cuda | cuda:N   [default: auto]
+    /// auto | cpu | cuda | cuda:N | xpu | xpu:N (xpu: a build with --features xpu)   [default: auto]
     #[arg(long, value_parser = parse_choice::<DeviceSpec>)]
     device: Option<DeviceSpec>,
     /// CPU threads; 0 = one per available core   [default: 0]
@@ -309,12 +309,20 @@ fn run(cli: Cli) -> Result<()> {
             .context("download failed")?;
         }
         Cmd::Info => {
-            let cuda = train::resolve_device(DeviceSpec::Auto)?;
+            let place = train::resolve_device(DeviceSpec::Auto)?;
             println!("alcf-trainer {}", env!("CARGO_PKG_VERSION"));
             println!("libtorch dir: {}", env!("ALCF_LIBTORCH_LIB"));
             println!("cuda available: {}", tch::Cuda::is_available());
             println!("cuda devices: {}", tch::Cuda::device_count());
-            println!("default device: {cuda:?}");
+            if xpu::built_in() {
+                match xpu::check(0) {
+                    Ok(()) => println!("xpu devices: {}", xpu::device_count()?),
+                    Err(e) => println!("xpu: unavailable: {e:#}"),
+                }
+            } else {
+                println!("xpu: not in this build (cargo feature `xpu`)");
+            }
+            println!("default device: {place}");
             println!("threads: {}", train::setup_threads(0));
             println!("mkldnn: {}  openmp: {}", tch::utils::has_mkldnn(), tch::utils::has_openmp());
         }

@@ -4,11 +4,14 @@
 
 use crate::config::{OptimizerKind, ScheduleKind, TrainConfig};
 use anyhow::{Result, bail};
-use tch::{Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
 pub struct Optimizer {
     kind: OptimizerKind,
     params: Vec<Tensor>,
+    /// A 0-dim float zero where the parameters live, for the per-step factors (made "like" a
+    /// parameter: tch's `Device` cannot name every device, e.g. an XPU).
+    unit: Option<Tensor>,
     /// SGD: momentum buffers. AdamW: first moments.
     buf1: Vec<Tensor>,
     /// AdamW: second moments.
@@ -25,6 +28,7 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> Self {
         let params = vs.trainable_variables();
+        let unit = params.first().map(|p| tch::no_grad(|| p.detach().sum(Kind::Float).zeros_like()));
         let zeros = |ps: &[Tensor]| -> Vec<Tensor> { ps.iter().map(|p| p.zeros_like()).collect() };
         let (buf1, buf2) = match cfg.optimizer {
             OptimizerKind::Sgd if cfg.momentum > 0.0 => (zeros(&params), Vec::new()),
@@ -34,6 +38,7 @@ impl Optimizer {
         Optimizer {
             kind: cfg.optimizer,
             params,
+            unit,
             buf1,
             buf2,
             step_count: 0,
@@ -56,9 +61,9 @@ impl Optimizer {
     pub fn step(&mut self, lr: f64) {
         self.step_count += 1;
         let t = self.step_count as f64;
-        let Some(dev) = self.params.first().map(Tensor::device) else { return };
+        let Some(unit) = &self.unit else { return };
         // 0-dim factors let `addcmul` fuse "x + y * c" into one pass, like PyTorch's `alpha=`.
-        let scalar = |v: f64| Tensor::from(v as f32).to_device(dev);
+        let scalar = |v: f64| unit.full_like(f64::from(v as f32));
         let (neg_lr, wd, mom) = (scalar(-lr), scalar(self.weight_decay), scalar(self.momentum));
         tch::no_grad(|| {
             for i in 0..self.params.len() {

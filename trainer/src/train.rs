@@ -5,6 +5,8 @@ use crate::data::{self, Normalizer, Split};
 use crate::metrics;
 use crate::models::{self, Model};
 use crate::optim::{self, Optimizer};
+use crate::place::Place;
+use crate::xpu;
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 use std::fs::{self, OpenOptions};
@@ -76,12 +78,24 @@ fn preload_cuda() -> Option<String> {
     last_err
 }
 
-/// Pick the device; `cuda`/`cuda:N` fail with a clear message when CUDA is not usable.
-pub fn resolve_device(spec: DeviceSpec) -> Result<Device> {
-    let cuda_err = if spec == DeviceSpec::Cpu { None } else { preload_cuda() };
+/// Pick the device; `cuda`/`cuda:N` and `xpu`/`xpu:N` fail with a clear message when that device
+/// is not usable. `auto` is cuda:0 when CUDA works, else xpu:0 when this binary has the XPU shim
+/// and libtorch an XPU device, else the CPU.
+pub fn resolve_device(spec: DeviceSpec) -> Result<Place> {
+    let cuda_err = if matches!(spec, DeviceSpec::Auto | DeviceSpec::Cuda(_)) { preload_cuda() } else { None };
     match spec {
-        DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Auto => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        DeviceSpec::Cpu => Ok(Place::Tch(Device::Cpu)),
+        DeviceSpec::Auto => Ok(if tch::Cuda::is_available() {
+            Place::Tch(Device::Cuda(0))
+        } else if xpu::built_in() && xpu::check(0).is_ok() {
+            Place::Xpu(0)
+        } else {
+            Place::Tch(Device::Cpu)
+        }),
+        DeviceSpec::Xpu(n) => {
+            xpu::check(n).map_err(|e| anyhow::anyhow!("--device {spec}: {e:#}"))?;
+            Ok(Place::Xpu(n))
+        }
         DeviceSpec::Cuda(n) => {
             if !tch::Cuda::is_available() {
                 bail!(
@@ -94,7 +108,7 @@ pub fn resolve_device(spec: DeviceSpec) -> Result<Device> {
             if n >= count {
                 bail!("--device {spec}: only {count} CUDA device(s) (cuda:0..cuda:{})", count - 1);
             }
-            Ok(Device::Cuda(n))
+            Ok(Place::Tch(Device::Cuda(n)))
         }
     }
 }
@@ -193,12 +207,31 @@ struct Checkpoint {
     elapsed_s: f64,
 }
 
-fn save_checkpoint(out: &Path, cfg: &TrainConfig, vs: &nn::VarStore, opt: &Optimizer, ck: &Checkpoint) -> Result<()> {
+fn save_checkpoint(
+    out: &Path,
+    cfg: &TrainConfig,
+    place: Place,
+    vs: &nn::VarStore,
+    opt: &Optimizer,
+    ck: &Checkpoint,
+) -> Result<()> {
     let dir = out.join(CHECKPOINT_DIR);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (model_p, optim_p) = checkpoint_paths(out, ck.epoch);
-    vs.save(&model_p).with_context(|| format!("cannot write {}", model_p.display()))?;
-    let state = opt.state();
+    if let Place::Xpu(_) = place {
+        // CPU copies, under the names VarStore::save uses: the files do not depend on the device.
+        let mut named = Vec::new();
+        for (name, t) in vs.variables() {
+            named.push((name, place.to_host(&t)?));
+        }
+        Tensor::save_multi(&named, &model_p).with_context(|| format!("cannot write {}", model_p.display()))?;
+    } else {
+        vs.save(&model_p).with_context(|| format!("cannot write {}", model_p.display()))?;
+    }
+    let mut state = opt.state();
+    for (_, t) in state.iter_mut() {
+        *t = place.to_host(t)?;
+    }
     if !state.is_empty() {
         Tensor::save_multi(&state, &optim_p).with_context(|| format!("cannot write {}", optim_p.display()))?;
     }
@@ -299,7 +332,9 @@ fn append_line(path: &Path, m: &Map<String, Value>) -> Result<()> {
 pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     cfg.validate()?;
     let t_start = Instant::now();
-    let device = resolve_device(cfg.device)?;
+    let place = resolve_device(cfg.device)?;
+    // Where tch creates tensors; for an XPU run the CPU, and `place.put` moves them.
+    let device = place.create_on();
     let threads = setup_threads(cfg.threads);
     fs::create_dir_all(&opts.out).with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
     let log = |s: String| {
@@ -323,14 +358,19 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         return Ok(Summary { result: result.clone(), history });
     }
 
+    let to_place = |t: Tensor| place.put(t);
     let (train, val) = data::load_train_val(&cfg.data, cfg.val_split, cfg.limit_train, cfg.limit_val, device)?;
-    let test = if cfg.eval_test { Some(data::load_test(&cfg.data, device)?) } else { None };
+    let (train, val) = (train.moved(to_place)?, val.moved(to_place)?);
+    let test = if cfg.eval_test { Some(data::load_test(&cfg.data, device)?.moved(to_place)?) } else { None };
     let n_train = train.len();
-    let norm = Normalizer::new(device);
+    let norm = Normalizer::new(device).moved(to_place)?;
 
     tch::manual_seed(cfg.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = models::build(&vs.root(), cfg.model, cfg.width, cfg.depth, cfg.dropout, data::NUM_CLASSES);
+    // Parameters and batch-norm buffers to the device first, so that the optimizer's state is
+    // created next to them (and a checkpoint is loaded into them there).
+    place.move_vars(&vs)?;
     let n_params = models::count_params(&vs);
     let mut opt = Optimizer::new(&vs, cfg);
 
@@ -362,10 +402,10 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     write_history(&metrics_p, &history)?;
 
     log(format!(
-        "alcf-trainer: {} ({} parameters) on {:?}, {} threads; {} train / {} val images; {} epochs, batch {}",
+        "alcf-trainer: {} ({} parameters) on {}, {} threads; {} train / {} val images; {} epochs, batch {}",
         cfg.model,
         n_params,
-        device,
+        place,
         threads,
         n_train,
         val.len(),
@@ -386,9 +426,9 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         let t_epoch = Instant::now();
         let cpu_epoch = process_cpu_s();
         tch::manual_seed(epoch_seed(cfg.seed, epoch));
-        let perm = Tensor::randperm(n_train, (Kind::Int64, device));
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let perm = place.put(Tensor::randperm(n_train, (Kind::Int64, device)))?;
+        let mut loss_sum = place.zero(Kind::Float)?;
+        let mut correct = place.zero(Kind::Int64)?;
         let mut seen = 0i64;
         let mut lr = cfg.lr;
         let mut last_report = Instant::now();
@@ -425,9 +465,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
                 );
             }
         }
-        if let Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
+        place.synchronize()?;
         let train_time = t_epoch.elapsed().as_secs_f64();
         let train_cpu = process_cpu_s() - cpu_epoch;
         train_time_total += train_time;
@@ -471,6 +509,7 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         save_checkpoint(
             &opts.out,
             cfg,
+            place,
             &vs,
             &opt,
             &Checkpoint { epoch: epoch + 1, step, history: history.clone(), elapsed_s: elapsed },

@@ -228,7 +228,7 @@ fn invalid_values_are_refused_before_any_work() {
         (&["--dropout", "1.5"], "--dropout"),
         (&["--batch-size", "0"], "--batch-size"),
         (&["--model", "resnet9"], "resnet18"),
-        (&["--device", "xpu"], "cuda:N"),
+        (&["--device", "tpu"], "xpu:N"),
         (&["--val-split", "0.95"], "--val-split"),
     ];
     for (args, needle) in cases {

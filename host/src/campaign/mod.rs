@@ -60,6 +60,10 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+/// After the first Ctrl-C with remote jobs running, how long a second one still cancels them
+/// (after that the host has detached, and the jobs are left to run).
+const CANCEL_WINDOW: Duration = Duration::from_secs(5);
+
 /// Ctrl-C / SIGTERM / SIGHUP count shared with the signal listener.
 #[derive(Clone, Default)]
 pub struct Interrupts {
@@ -339,11 +343,26 @@ impl Campaign {
                     self.trials.db().event("interrupt", None, "stop submitting")?;
                     if self.executor.jobs_outlive_host() && !run.running.is_empty() {
                         let message = format!(
-                            "Interrupted: no new trials. {} running job(s) keep running on the {} executor; `--resume` picks them up.",
+                            "Interrupted: no new trials. {} running job(s) keep running on the {} executor; `--resume` picks them up. \
+                             Press Ctrl-C again within {} s to cancel them instead.",
                             run.running.len(),
-                            self.executor.kind()
+                            self.executor.kind(),
+                            CANCEL_WINDOW.as_secs()
                         );
                         self.notice(Level::Warn, message);
+                        let interrupts = &self.interrupts;
+                        let second = tokio::time::timeout(CANCEL_WINDOW, async {
+                            while interrupts.count() <= n {
+                                interrupts.notify.notified().await;
+                            }
+                        })
+                        .await
+                        .is_ok();
+                        if second {
+                            run.stopping = Some(StopReason::Cancelled);
+                            self.cancel_all(&mut run).await?;
+                            break;
+                        }
                         run.waiting.abort_all();
                         run.running.clear();
                         break;
@@ -813,6 +832,12 @@ impl Campaign {
                         run.missing_objective = 0;
                     }
                     judged.finish
+                }
+                Err(ExecutorError::Fatal(message)) => {
+                    // The executor cannot run anything (a pilot job PBS refuses): the trial keeps
+                    // its job and its row, and a resume with a fixed config picks it up.
+                    run.stopping.get_or_insert(StopReason::ExecutorFailed(message));
+                    continue;
                 }
                 Err(ExecutorError::Lost { job, message }) if spec.attempt < MAX_ATTEMPTS => {
                     self.retry(spec, format!("job {job} was lost: {message}"), run)?;

@@ -3,6 +3,7 @@
 //! returns typed errors.
 
 pub mod compare;
+pub mod connect;
 pub mod logging;
 pub mod plugin;
 pub mod progress;

@@ -132,11 +132,15 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             };
             (space, None, "local".to_string())
         }
+        ExecutorConfig::Pbs(_) => {
+            let Some(space) = config.space.clone() else {
+                bail!(
+                    "the pbs executor needs a search space: add a [space] table or study.space = \"file\" to the config"
+                );
+            };
+            (space, None, "pbs".to_string())
+        }
     };
-    let executor = executor::from_config(&executor_cfg, &space, config.parallel)?;
-    // Before any study exists: a missing program is a config error, not three failed trials.
-    executor.preflight()?;
-    let executor_desc = executor.describe();
     let objective = config.objective.clone().or(default_objective).ok_or_else(|| {
         anyhow::anyhow!("the config names no objective: set [study] objective = \"METRIC\" (a key the trial writes)")
     })?;
@@ -147,6 +151,10 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
         format!("{stem}-{}", plugin.unwrap_or_else(|| "study".into()))
     });
     check_study_name(&name)?;
+    let executor = executor::from_config(&executor_cfg, &space, config.parallel, &name)?;
+    // Before any study exists: a missing program is a config error, not three failed trials.
+    executor.preflight()?;
+    let executor_desc = executor.describe();
     let root = opts.root.clone().or(config.root.clone()).unwrap_or_else(default_root);
     let dir = root.join(&name);
     let seed = config.seed;

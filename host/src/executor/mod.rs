@@ -254,11 +254,13 @@ pub fn from_config(
     config: &crate::config::ExecutorConfig,
     space: &crate::space::SearchSpace,
     parallel: u32,
+    study: &str,
 ) -> Result<Arc<dyn Executor>, BuildError> {
     use crate::config::ExecutorConfig;
     Ok(match config {
         ExecutorConfig::Bench { function, dim, delay } => Arc::new(bench::BenchExecutor::new(function, *dim, *delay)?),
         ExecutorConfig::Local(local) => Arc::new(local::LocalExecutor::new(local.clone(), space, parallel)?),
+        ExecutorConfig::Pbs(pbs) => Arc::new(pbs::executor::PbsExecutor::new((**pbs).clone(), space, parallel, study)?),
     })
 }
 
@@ -269,4 +271,6 @@ pub enum BuildError {
     Bench(#[from] bench::UnknownFunction),
     #[error(transparent)]
     Local(#[from] local::LocalConfigError),
+    #[error(transparent)]
+    Pbs(#[from] pbs::executor::PbsBuildError),
 }

@@ -32,9 +32,11 @@
 //! the `openssh` crate reports for a lost connection: the executor wraps each command so that it
 //! prints the command's own status, and hands that status to the interpreters here.
 
+pub mod executor;
 pub mod qstat;
 pub mod qsub;
 pub mod quote;
+pub mod remote;
 pub mod script;
 
 use std::path::PathBuf;

@@ -29,7 +29,7 @@ use super::{PbsConfig, PbsConfigError};
 use crate::executor::TrialSpec;
 
 /// The shipped template, for Aurora (also the file the lead will put under `config/aurora/`).
-pub const DEFAULT_TEMPLATE: &str = include_str!("default-job.sh.tmpl");
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../../../config/aurora/trial-job.sh.tmpl");
 
 /// PBS's limit on `Job_Name` (PBS Pro: up to 236 characters).
 pub const MAX_JOB_NAME: usize = 236;
