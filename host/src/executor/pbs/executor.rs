@@ -870,8 +870,8 @@ impl Inner {
                 .collect();
             (watch_ids, reads, read_keys, names, pilot_jobs)
         };
-        if read_keys.is_empty() && pilot_jobs.is_empty() {
-            // Nothing to watch: no remote call.
+        // Nothing to watch and no ended trial whose final read failed last cycle: no remote call.
+        if read_keys.is_empty() && pilot_jobs.is_empty() && self.lock().waiters.is_empty() {
             return Ok(());
         }
         let qstat_ids: Vec<String> = watch_ids.iter().chain(pilot_jobs.iter()).cloned().collect();

@@ -144,7 +144,14 @@ impl Remote {
                 message: format!("no answer within {} s", self.timeout.as_secs()),
             }
         })??;
-        self.parse(out)
+        match self.parse(out) {
+            // A cut-off answer through a master: tell a dead master (the user's to fix) from a
+            // connection that dropped once.
+            Err(RemoteError::Unreachable { message, .. }) if matches!(self.transport, Transport::Ssh { .. }) => {
+                Err(self.ssh_failure(message).await)
+            }
+            r => r,
+        }
     }
 
     async fn run(&self, cmdline: &str, stdin: Vec<u8>) -> Result<std::process::Output, RemoteError> {
