@@ -259,6 +259,25 @@ impl Drop for Rig {
     }
 }
 
+/// Waits for a spawned run to end: its status and what it wrote on stderr.
+fn finish(child: &mut Child) -> (std::process::ExitStatus, String) {
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
+/// Ctrl-C, and again within the cancel window, as a user would; the run must end unsuccessfully.
+fn ctrl_c_twice(child: &mut Child) -> String {
+    let pid = child.id() as libc::pid_t;
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(800));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let (status, err) = finish(child);
+    assert!(!status.success(), "{err}");
+    err
+}
+
 pub fn completed(states: &[(u64, String, Option<f64>)]) -> usize {
     states.iter().filter(|(_, s, _)| s == "completed").count()
 }
@@ -348,9 +367,7 @@ pub fn per_trial_jobs_carry_values_intact(rig: &Rig) {
         std::thread::sleep(Duration::from_millis(100));
     }
     rig.emu_ctl(&["fail-next", "qstat", "1"]);
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, err) = finish(&mut child);
     assert!(status.success(), "{err}");
     let states = trial_states(&rig.study_dir("quoting"));
     assert_eq!(completed(&states), nasty.len(), "{states:?}\n{err}");
@@ -505,14 +522,7 @@ pub fn ctrl_c_twice_cancels_the_jobs(rig: &Rig) {
         assert!(start.elapsed() < Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pid = child.id() as libc::pid_t;
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(800));
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(!status.success(), "{err}");
+    let err = ctrl_c_twice(&mut child);
     let states = trial_states(&rig.study_dir("cancel"));
     assert!(states.iter().all(|t| t.1 == "cancelled"), "{states:?}\n{err}");
     let start = Instant::now();
@@ -609,9 +619,7 @@ fn ssh_a_lost_master_pauses_and_resumes() {
     assert!(log.contains(&format!("alcf-host connect {dest}")), "the pause does not say how to fix it: {log}");
     assert!(completed(&trial_states(&rig.study_dir("master"))) <= before + 4);
     sshd.open_master().unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, err) = finish(&mut child);
     assert!(status.success(), "{err}");
     assert_eq!(completed(&trial_states(&rig.study_dir("master"))), 12, "{err}");
     assert!(rig.runs().values().all(|n| *n == 1), "{:?}", rig.runs());
@@ -664,14 +672,7 @@ fn local_ctrl_c_twice_stops_pilot_trials() {
         assert!(start.elapsed() < Duration::from_secs(90), "trials never started: {:?}", rig.jobs());
         std::thread::sleep(Duration::from_millis(200));
     }
-    let pid = child.id() as libc::pid_t;
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(800));
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(!status.success(), "{err}");
+    let err = ctrl_c_twice(&mut child);
     let states = trial_states(&rig.study_dir("pcancel"));
     assert!(states.iter().all(|t| t.1 == "cancelled"), "{states:?}\n{err}");
     let start = Instant::now();
