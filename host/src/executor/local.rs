@@ -383,13 +383,7 @@ impl Inner {
         let mut env: Vec<(OsString, OsString)> =
             self.env.render(&vars).map_err(|e| fail(e.to_string()))?.into_iter().map(|(k, v)| (k.into(), v)).collect();
         // After `executor.env`, so a config cannot hide the protocol's own variables.
-        env.extend([
-            ("ALCF_TRIAL_DIR".into(), dir.clone().into_os_string()),
-            ("ALCF_TRIAL_ID".into(), trial.id.to_string().into()),
-            ("ALCF_TRIAL_ATTEMPT".into(), trial.attempt.to_string().into()),
-            ("ALCF_TRIAL_SLOT".into(), trial.slot.to_string().into()),
-            ("ALCF_PARAMS".into(), params_path.clone().into_os_string()),
-        ]);
+        env.extend(protocol::env_vars(&vars).map(|(k, v)| (k.into(), v)));
 
         let mut argv = argv.into_iter();
         let program = match self.resolve_program(argv.next().unwrap_or_default()) {

@@ -565,20 +565,10 @@ impl Inner {
         };
         let fail = |message: String| ExecutorError::Submit { trial: spec.id, message };
         let argv = self.argv.render(&vars).map_err(|e| fail(e.to_string()))?;
-        // The trial protocol's variables, as the local executor sets them; `executor.env` may
-        // not override them.
-        let mut env: Vec<(String, OsString)> = vec![
-            ("ALCF_TRIAL_DIR".into(), abs_dir.into()),
-            ("ALCF_TRIAL_ID".into(), spec.id.to_string().into()),
-            ("ALCF_TRIAL_ATTEMPT".into(), spec.attempt.to_string().into()),
-            ("ALCF_TRIAL_SLOT".into(), spec.slot.to_string().into()),
-            ("ALCF_PARAMS".into(), params_path.clone().into_os_string()),
-        ];
-        for (k, v) in self.env.render(&vars).map_err(|e| fail(e.to_string()))? {
-            if !env.iter().any(|(name, _)| *name == k) {
-                env.push((k, v));
-            }
-        }
+        // The protocol's variables come last, as with the local executor: a job script exports
+        // them after `executor.env`, and a pilot's ticket env (a map) keeps the last of a name.
+        let mut env = self.env.render(&vars).map_err(|e| fail(e.to_string()))?;
+        env.extend(protocol::env_vars(&vars));
         Ok((argv, env))
     }
 
@@ -589,116 +579,112 @@ impl Inner {
         }
     }
 
+    /// per_trial: each trial's directory, `params.json` and job script, and `qsub -f`, in one call.
     async fn submit_jobs(&self, batch: Vec<TrialSpec>) -> Result<Vec<Result<JobHandle, ExecutorError>>, ExecutorError> {
-        let mut results: Vec<Option<Result<JobHandle, ExecutorError>>> = (0..batch.len()).map(|_| None).collect();
-        let mut jobs = Vec::new();
-        let mut sent = Vec::new();
-        for (i, spec) in batch.iter().enumerate() {
-            let (rel, abs) = self.dirs(spec);
-            let rendered = self.render(spec, &abs).and_then(|(argv, env)| {
-                self.script
-                    .render(spec, &abs, &argv, &env)
-                    .map_err(|e| ExecutorError::Submit { trial: spec.id, message: e.to_string() })
-            });
-            match rendered {
-                Ok(script) => {
-                    jobs.push(json!({
-                        "dir": rel,
-                        "attempt": spec.attempt,
-                        "rerun": self.rerun(),
-                        "files": {protocol::PARAMS_FILE: protocol::params_text(&spec.params_json), "job.sh": script},
-                        "script": "job.sh",
-                    }));
-                    sent.push((i, rel));
-                }
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        if !jobs.is_empty() {
-            let reply = self
-                .call(vec![json!({"op": "submit", "jobs": jobs})])
-                .await
-                .map_err(|e| transient(e, self.retry_after()))?;
-            if let Some(e) = op_error(&reply.results[0]) {
-                return Err(ExecutorError::Fatal(format!("the remote side could not prepare the trials: {e}")));
-            }
-            let cmds: Vec<Cmd> =
-                reply.results[0].get("jobs").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-            for (k, (i, rel)) in sent.into_iter().enumerate() {
-                let spec = &batch[i];
-                results[i] = Some(match cmds.get(k) {
-                    None => {
-                        Err(ExecutorError::Submit { trial: spec.id, message: "the remote side gave no answer".into() })
-                    }
-                    Some(cmd) if cmd.skipped => Err(ExecutorError::Transient {
-                        message: "the queue's per-user job limit is reached".into(),
-                        retry_after: self.retry_after(),
-                    }),
-                    Some(cmd) if cmd.error.is_some() => {
-                        Err(ExecutorError::Submit { trial: spec.id, message: cmd.error.clone().unwrap_or_default() })
-                    }
-                    Some(cmd) => match qsub::interpret_qsub(cmd.status, &cmd.stdout, &cmd.stderr) {
-                        Ok(id) => Ok(JobHandle { id, data: json!({"placement": "per_trial", "dir": rel}) }),
-                        Err(e) => Err(e.into_executor_error(spec.id, self.retry_after())),
-                    },
+        let prepare = |spec: &TrialSpec, rel: &str, abs: &str| {
+            let (argv, env) = self.render(spec, abs)?;
+            let script = self
+                .script
+                .render(spec, abs, &argv, &env)
+                .map_err(|e| ExecutorError::Submit { trial: spec.id, message: e.to_string() })?;
+            Ok(json!({
+                "dir": rel,
+                "attempt": spec.attempt,
+                "rerun": self.rerun(),
+                "files": {protocol::PARAMS_FILE: protocol::params_text(&spec.params_json), "job.sh": script},
+                "script": "job.sh",
+            }))
+        };
+        let answer = |spec: &TrialSpec, rel: &str, answer: &Value| {
+            // `{"skipped": true}` (after a queue-limit refusal) and `{"error": …}` carry no status.
+            if answer["skipped"].as_bool() == Some(true) {
+                return Err(ExecutorError::Transient {
+                    message: "the queue's per-user job limit is reached".into(),
+                    retry_after: self.retry_after(),
                 });
             }
-        }
-        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ExecutorError::Fatal("no answer".into())))).collect())
+            if let Some(message) = op_error(answer) {
+                return Err(ExecutorError::Submit { trial: spec.id, message });
+            }
+            let cmd: Cmd = serde_json::from_value(answer.clone()).map_err(|e| ExecutorError::Submit {
+                trial: spec.id,
+                message: format!("the remote side's answer to qsub is unreadable ({e}): {answer}"),
+            })?;
+            match qsub::interpret_qsub(cmd.status, &cmd.stdout, &cmd.stderr) {
+                Ok(id) => Ok(JobHandle { id, data: json!({"placement": "per_trial", "dir": rel}) }),
+                Err(e) => Err(e.into_executor_error(spec.id, self.retry_after())),
+            }
+        };
+        self.batch_op(&batch, ("submit", "jobs"), "prepare the trials", prepare, answer).await
     }
 
+    /// pilot: each trial's directory and `params.json`, and its ticket in the queue, in one call.
     async fn enqueue(&self, batch: Vec<TrialSpec>) -> Result<Vec<Result<JobHandle, ExecutorError>>, ExecutorError> {
+        let prepare = |spec: &TrialSpec, rel: &str, abs: &str| {
+            super::script::check_job_name(&spec.job_name)
+                .map_err(|e| ExecutorError::Submit { trial: spec.id, message: e.to_string() })?;
+            let (argv, env) = self.render(spec, abs).and_then(|(argv, env)| ticket_strings(spec.id, argv, env))?;
+            Ok(json!({
+                "name": spec.job_name,
+                "dir": rel,
+                "attempt": spec.attempt,
+                "rerun": self.rerun(),
+                "files": {protocol::PARAMS_FILE: protocol::params_text(&spec.params_json)},
+                "argv": argv,
+                "env": env,
+                "timeout_s": self.cfg.timeout.map(|t| t.as_secs_f64()),
+                "estimate_s": self.cfg.trial_estimate.as_secs_f64(),
+            }))
+        };
+        let answer = |spec: &TrialSpec, rel: &str, answer: &Value| match op_error(answer) {
+            Some(message) => Err(ExecutorError::Submit { trial: spec.id, message }),
+            None => Ok(JobHandle { id: spec.job_name.clone(), data: json!({"placement": "pilot", "dir": rel}) }),
+        };
+        let results = self.batch_op(&batch, ("enqueue", "tickets"), "queue the trials", prepare, answer).await?;
+        self.lock().pending += results.iter().filter(|r| r.is_ok()).count();
+        Ok(results)
+    }
+
+    /// One remote op for a batch of trials: `prepare` gives each trial's entry of the op's list
+    /// `key` (a trial it refuses gets its error and is not sent), and `answer` reads the entry of
+    /// the same place in the reply. One result per trial, in order.
+    async fn batch_op(
+        &self,
+        batch: &[TrialSpec],
+        (op, key): (&str, &str),
+        what: &str,
+        prepare: impl Fn(&TrialSpec, &str, &str) -> Result<Value, ExecutorError>,
+        answer: impl Fn(&TrialSpec, &str, &Value) -> Result<JobHandle, ExecutorError>,
+    ) -> Result<Vec<Result<JobHandle, ExecutorError>>, ExecutorError> {
         let mut results: Vec<Option<Result<JobHandle, ExecutorError>>> = (0..batch.len()).map(|_| None).collect();
-        let mut tickets = Vec::new();
+        let mut entries = Vec::new();
         let mut sent = Vec::new();
         for (i, spec) in batch.iter().enumerate() {
             let (rel, abs) = self.dirs(spec);
-            if let Err(e) = super::script::check_job_name(&spec.job_name) {
-                results[i] = Some(Err(ExecutorError::Submit { trial: spec.id, message: e.to_string() }));
-                continue;
-            }
-            match self.render(spec, &abs).and_then(|(argv, env)| ticket_strings(spec.id, argv, env)) {
-                Ok((argv, env)) => {
-                    tickets.push(json!({
-                        "name": spec.job_name,
-                        "dir": rel,
-                        "attempt": spec.attempt,
-                        "rerun": self.rerun(),
-                        "files": {protocol::PARAMS_FILE: protocol::params_text(&spec.params_json)},
-                        "argv": argv,
-                        "env": env,
-                        "timeout_s": self.cfg.timeout.map(|t| t.as_secs_f64()),
-                        "estimate_s": self.cfg.trial_estimate.as_secs_f64(),
-                    }));
+            match prepare(spec, &rel, &abs) {
+                Ok(entry) => {
+                    entries.push(entry);
                     sent.push((i, rel));
                 }
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        if !tickets.is_empty() {
-            let reply = self
-                .call(vec![json!({"op": "enqueue", "tickets": tickets})])
-                .await
-                .map_err(|e| transient(e, self.retry_after()))?;
+        if !entries.is_empty() {
+            let reply =
+                self.call(vec![json!({"op": op, key: entries})]).await.map_err(|e| transient(e, self.retry_after()))?;
             if let Some(e) = op_error(&reply.results[0]) {
-                return Err(ExecutorError::Fatal(format!("the remote side could not queue the trials: {e}")));
+                return Err(ExecutorError::Fatal(format!("the remote side could not {what}: {e}")));
             }
-            let answers = reply.results[0].get("tickets").and_then(Value::as_array).cloned().unwrap_or_default();
+            let answers = reply.results[0].get(key).and_then(Value::as_array).cloned().unwrap_or_default();
             for (k, (i, rel)) in sent.into_iter().enumerate() {
                 let spec = &batch[i];
-                let answer = answers.get(k);
-                results[i] = Some(match answer.and_then(op_error) {
-                    Some(e) => Err(ExecutorError::Submit { trial: spec.id, message: e }),
-                    None if answer.is_none() => {
-                        Err(ExecutorError::Submit { trial: spec.id, message: "the remote side gave no answer".into() })
-                    }
+                results[i] = Some(match answers.get(k) {
+                    Some(a) => answer(spec, &rel, a),
                     None => {
-                        Ok(JobHandle { id: spec.job_name.clone(), data: json!({"placement": "pilot", "dir": rel}) })
+                        Err(ExecutorError::Submit { trial: spec.id, message: "the remote side gave no answer".into() })
                     }
                 });
             }
-            let mut state = self.lock();
-            state.pending += tickets.len();
         }
         Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ExecutorError::Fatal("no answer".into())))).collect())
     }
@@ -970,12 +956,20 @@ impl Inner {
     }
 
     fn take_qstat(&self, state: &mut State, ids: &[String], result: &Value, resolved: &mut Vec<Resolved>) {
-        let cmds: Vec<Cmd> =
-            result.get("jobs").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
         if let Some(e) = op_error(result) {
             tracing::warn!("pbs: qstat failed on the remote side: {e}");
         }
-        for (id, cmd) in ids.iter().zip(cmds) {
+        let answers = result.get("jobs").and_then(Value::as_array).cloned().unwrap_or_default();
+        for (id, answer) in ids.iter().zip(answers) {
+            // Each job's answer on its own: one the agent could not ask about tells nothing of the others.
+            let cmd: Cmd = match serde_json::from_value(answer.clone()) {
+                Ok(cmd) => cmd,
+                Err(_) => {
+                    let why = op_error(&answer).unwrap_or_else(|| answer.to_string());
+                    tracing::warn!("pbs: no qstat answer for job {id}: {why}; asking again next cycle");
+                    continue;
+                }
+            };
             let pilot = state.pilots.iter().find(|(_, p)| p.job.as_deref() == Some(id)).map(|(n, _)| n.clone());
             let record = match qstat::interpret_qstat(cmd.status, &cmd.stdout, &cmd.stderr) {
                 Ok(QstatOutcome::Jobs(jobs)) => {

@@ -299,11 +299,6 @@ pub struct Cmd {
     pub stdout: String,
     #[serde(default)]
     pub stderr: String,
-    /// `submit` skipped it after a queue-limit refusal.
-    #[serde(default)]
-    pub skipped: bool,
-    #[serde(default)]
-    pub error: Option<String>,
 }
 
 /// The `error` of a result, if the op failed.
