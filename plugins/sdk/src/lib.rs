@@ -53,7 +53,7 @@ pub use space::Space;
 pub use types::*;
 
 /// The ABI version this SDK builds plugins for.
-pub const ABI_VERSION: &str = "alcf:hpo@0.1.0";
+pub const ABI_VERSION: &str = "alcf:hpo@0.1.1";
 
 /// Generated bindings of the `strategy-plugin` world (an implementation detail of
 /// [`export_strategy!`]; plugin code should not need them).
