@@ -171,6 +171,18 @@ enum StudyCommand {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
+    /// Every LLM call of a study: as sent, as answered, tokens, latency, retries, replays.
+    LlmLog {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Every call's request messages and answer in full.
+        #[arg(long)]
+        full: bool,
+        /// One JSON object per call (request and response as JSON), in a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -235,6 +247,9 @@ fn main() -> ExitCode {
             }
             Command::Study { command: StudyCommand::Unlock { name, root } } => {
                 cli::study::study_unlock(&root.unwrap_or_else(cli::default_root), &name).map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::LlmLog { name, root, full, json } } => {
+                cli::study::study_llm_log(&root.unwrap_or_else(cli::default_root), &name, full, json).map(|_| Exit::Ok)
             }
         }
     });

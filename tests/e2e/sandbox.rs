@@ -385,7 +385,7 @@ mod runtime {
 
     use alcf_host::config::Direction;
     use alcf_host::plugin::PluginRuntime;
-    use alcf_host::plugin::capability::llm::{BoxFuture, ChatRequest, ChatResponse, LlmBackend, LlmError};
+    use alcf_host::plugin::capability::llm::{BoxFuture, ChatResponse, LlmBackend, LlmCall, LlmError};
     use alcf_host::plugin::capability::{Capabilities, Capability, Grants, Notice, Storage, StorageQuota};
     use alcf_host::plugin::strategy::{
         Fault, Observation, ObservedStatus, PluginError, PluginLimits, SandboxedStrategy, StudyInfo,
@@ -436,11 +436,11 @@ mod runtime {
     }
 
     impl LlmBackend for SlowLlm {
-        fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, LlmError>> {
+        fn chat(&self, call: LlmCall) -> BoxFuture<'_, Result<ChatResponse, LlmError>> {
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 Ok(ChatResponse {
-                    content: format!("slow answer to {} messages", request.messages.len()),
+                    content: format!("slow answer to {} messages", call.request.messages.len()),
                     model: "slow".into(),
                     prompt_tokens: 1,
                     completion_tokens: 1,

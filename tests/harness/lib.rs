@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Once;
 
+pub mod doubles;
 pub mod sshd;
 
 /// The repository root.
@@ -36,6 +37,7 @@ pub fn ensure_built() {
         let wanted = [
             plugin("random"),
             plugin("gp_ucb"),
+            plugin("llm_guided"),
             guest("hostile"),
             guest("kernels"),
             guest("future_abi"),

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Capability;
@@ -66,9 +67,20 @@ pub enum LlmError {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// One `llm.chat` or `llm.chat-structured` call, with who made it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmCall {
+    /// The plugin's name (one study may record calls of several plugins).
+    pub plugin: Arc<str>,
+    /// Which instance of the plugin asked: unique in this process. A restarted plugin (or a resumed
+    /// study) is a new instance, which the service uses to replay recorded answers in order.
+    pub instance: u64,
+    pub request: ChatRequest,
+}
+
 /// An LLM service. Boxed futures keep the trait object-safe (one backend chosen at run time).
 pub trait LlmBackend: Send + Sync {
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, LlmError>>;
+    fn chat(&self, call: LlmCall) -> BoxFuture<'_, Result<ChatResponse, LlmError>>;
 }
 
 fn request_from_wit(r: wit::ChatRequest) -> ChatRequest {
@@ -138,7 +150,11 @@ impl PluginState {
         };
         let timeout = self.caps.llm_timeout();
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, backend.chat(request)).await;
+        let result = tokio::time::timeout(
+            timeout,
+            backend.chat(LlmCall { plugin: self.caps.plugin().clone(), instance: self.instance, request }),
+        )
+        .await;
         self.clock.add_host_time(started.elapsed());
         match result {
             Err(_) => Err(wit::LlmError::Unavailable(format!(
