@@ -313,11 +313,10 @@ class Handler(BaseHTTPRequestHandler):
         return auth[7:] if auth.startswith("Bearer ") else ""
 
     def unauthorized(self, token):
-        if token is None:
-            msg = "Error: Missing ('Authorization': 'Bearer <your-access-token>') in request headers."
-        else:
-            msg = "Access token expired."
-        return self.send_json(401, error_body("unauthorized", msg))
+        if token is None:  # the gateway's GlobalAuth raises ninja's HttpError: {"detail": message}
+            return self.send_json(401, {"detail": "Error: Missing ('Authorization': 'Bearer <your-access-token>') "
+                                                  "in request headers."})
+        return self.send_json(401, error_body("unauthorized", "Access token expired."))
 
     def do_GET(self):
         gw = self.gw
