@@ -3,6 +3,15 @@
 //! maintenance or a model not yet ready is 503, a pending task is 202 with Retry-After, rate limits are 429,
 //! an expired token is 401. It also talks to a plain vLLM server (no token, same routes).
 //!
+//! Retry rules of [`ChatClient::send`]:
+//! - 408, 202, 503: retried until `cold_wait` is spent, waiting Retry-After when given, else backoff; on 408 and
+//!   503 the jobs route (if configured) says what the model is doing in the wait line.
+//! - 429: Retry-After (seconds or HTTP date), else backoff; counts against `max_retries`.
+//! - 500 / 502 / 504 (any 5xx), connection errors, attempt timeouts, bodies cut off or not JSON: backoff with
+//!   full jitter, `max_retries`.
+//! - 401: one refresh of the token, then resend; a second 401 is [`ClientError::Auth`].
+//! - 400 / 404 / 422 and other 4xx: [`ClientError::Rejected`] with the server's message, not retried.
+//!
 //! The access token comes from a [`TokenSource`] and never appears in an error, a wait line or an
 //! [`Attempt`]: every text that leaves this module passes through `redact` first.
 
@@ -154,6 +163,14 @@ pub struct ChatClient {
     jitter: Mutex<u64>,
 }
 
+/// What the retry loop does next.
+enum Step {
+    /// Wait this long (already recorded), telling `on_wait` this line.
+    Wait(Duration, String),
+    /// A failure counted against `max_retries`: status, text, the server's Retry-After.
+    Retry(Option<u16>, String, Option<Duration>),
+}
+
 /// What one attempt gave.
 enum Outcome {
     Answer(Value),
@@ -223,7 +240,7 @@ impl ChatClient {
                     waited_s: waited.as_secs_f64(),
                 })
             };
-            let (wait, line) = match outcome {
+            let step = match outcome {
                 Outcome::Answer(response) => {
                     record(Some(200), None, Duration::ZERO);
                     return self.exchange(response, &model, started, attempts);
@@ -301,7 +318,7 @@ impl ChatClient {
                         human(cold_spent),
                         human(self.cfg.cold_wait)
                     );
-                    (wait, line)
+                    Step::Wait(wait, line)
                 }
                 Outcome::Status { status, message, .. } if (400..500).contains(&status) && status != 429 => {
                     record(Some(status), Some(format!("{status}: {message}")), Duration::ZERO);
@@ -318,14 +335,15 @@ impl ChatClient {
                         attempts,
                     });
                 }
-                other => {
-                    let (status, text, retry_after) = match other {
-                        Outcome::Status { status, retry_after, message } => {
-                            (Some(status), format!("{status}: {message}"), retry_after)
-                        }
-                        Outcome::Failed { status, text } => (status, text, None),
-                        Outcome::Answer(_) => unreachable_answer(),
-                    };
+                // 429, 5xx, and attempts that got no usable answer: backoff (or Retry-After), max_retries.
+                Outcome::Status { status, retry_after, message } => {
+                    Step::Retry(Some(status), format!("{status}: {message}"), retry_after)
+                }
+                Outcome::Failed { status, text } => Step::Retry(status, text, None),
+            };
+            let (wait, line) = match step {
+                Step::Wait(wait, line) => (wait, line),
+                Step::Retry(status, text, retry_after) => {
                     retries += 1;
                     if retries > self.cfg.max_retries {
                         record(status, Some(text.clone()), Duration::ZERO);
@@ -472,11 +490,6 @@ impl ChatClient {
         };
         ceiling.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64)
     }
-}
-
-/// The `Outcome::Answer` arm is handled before the catch-all; this keeps that match total without a panic.
-fn unreachable_answer() -> (Option<u16>, String, Option<Duration>) {
-    (Some(200), "unexpected answer".to_string(), None)
 }
 
 /// The model's line in the gateway's `JobsByStatus` (resource_server_async/schemas/clusters.py): lists
