@@ -10,10 +10,12 @@
 //! - [`plugin`]: the wasmtime runtime that loads and sandboxes strategy plugins.
 //! - [`executor`]: how trials run (bench functions, local subprocesses) and the contract for remote ones.
 //! - [`campaign`]: the ask/tell loop that ties them together, and its events.
+//! - [`llm`]: chat completions for strategies that ask an LLM (Sophia's OpenAI-compatible gateway).
 
 pub mod campaign;
 pub mod config;
 pub mod executor;
+pub mod llm;
 pub mod machine;
 pub mod plugin;
 pub mod space;
