@@ -343,6 +343,12 @@ impl GpCore {
         Some(out)
     }
 
+    /// The core's random stream (hyperparameter restarts, random fallbacks): a strategy built on
+    /// the core that draws its design fallbacks from it too stays identical to gp_ucb.
+    pub fn rng_mut(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
     /// A random point that is not in `taken` (if one is found in 1000 draws).
     pub fn random_free(&mut self, taken: &[Vec<f64>]) -> Vec<f64> {
         let mut x = self.space.sample(&mut self.rng);
