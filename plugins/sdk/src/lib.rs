@@ -1,6 +1,6 @@
 //! # alcf-plugin-sdk
 //!
-//! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.1.0`, world
+//! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.1.1`, world
 //! `strategy-plugin`). A plugin author implements [`Strategy`] and calls [`export_strategy!`]:
 //!
 //! ```
