@@ -156,7 +156,9 @@ impl View {
     fn bounds(&self, j: usize) -> (f64, f64) {
         match (&self.space.params()[j].domain, &self.shown[j]) {
             (_, Shown::Float { offset }) => (*offset, offset + 100.0),
-            (Domain::Int { low, high, .. }, Shown::Int { offset }) => (*offset as f64, (offset + (high - low)) as f64),
+            (Domain::Int { low, high, .. }, Shown::Int { offset }) => {
+                (*offset as f64, offset.saturating_add(high.saturating_sub(*low)) as f64)
+            }
             (Domain::Float { low, high, .. }, _) => (*low, *high),
             (Domain::Int { low, high, .. }, _) => (*low as f64, *high as f64),
             (Domain::Choice(_), _) => (0.0, 0.0),
@@ -199,8 +201,7 @@ impl View {
     /// A unit-cube point as the `{name: value}` object the model sees.
     pub fn show(&self, x: &[f64]) -> Json {
         let mut m = BTreeMap::new();
-        for j in 0..self.space.dim() {
-            let u = x[j];
+        for (j, &u) in x.iter().enumerate().take(self.space.dim()) {
             let v = match (&self.shown[j], self.space.decode_value(j, u)) {
                 (Shown::Float { offset }, _) => {
                     Json::Number(round_shown(offset + 100.0 * u.clamp(0.0, 1.0), 100.0, false))
@@ -210,7 +211,7 @@ impl View {
                         Domain::Int { low, .. } => low,
                         _ => 0,
                     };
-                    Json::Number((offset + (i - low)) as f64)
+                    Json::Number(offset.saturating_add(i.saturating_sub(low)) as f64)
                 }
                 (_, crate::Value::Float(v)) => match self.space.params()[j].domain {
                     Domain::Float { low, high, log: true } => Json::Number(round_shown(v, (high / low).ln(), true)),
@@ -301,7 +302,7 @@ impl View {
                     (Shown::Float { offset }, _) => (c - offset) / 100.0,
                     (Shown::Int { offset }, Domain::Int { low, .. }) => self
                         .space
-                        .encode_value(j, &crate::Value::Int(low + (c as i64 - offset)))
+                        .encode_value(j, &crate::Value::Int(low.saturating_add((c as i64).saturating_sub(*offset))))
                         .map_err(|e| format!("`{name}`: {e}"))?,
                     (_, Domain::Int { .. }) => self
                         .space
