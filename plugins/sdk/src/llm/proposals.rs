@@ -456,7 +456,8 @@ pub fn state(view: &View, input: &PromptInput) -> Json {
 
 const SYSTEM: &str = "You help optimize a black-box objective by proposing parameter configurations to \
 evaluate next. You get the study's state as JSON: the parameters and their bounds, the best and the most \
-recent trials, the trials still running, and a Gaussian-process model's predictions and parameter importance. \
+recent trials, the trials still running, and a Gaussian-process model's view: its own next picks with \
+their predicted mean and std, and each parameter's share of importance. \
 Answer with one JSON object {\"proposals\": [...]} and nothing else. Each proposal is an object that sets \
 every parameter by its name and nothing more: a number inside [low, high] for a float, an integer inside \
 [low, high] for an int, one of the listed strings for a choice. Propose configurations likely to improve on \
