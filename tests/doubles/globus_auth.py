@@ -11,6 +11,7 @@ prints `LISTENING <port>` on stdout, then serves:
   POST /v2/oauth2/token/revoke  token, client_id -> {"active": false}
   POST /_control/code           {"code_challenge", "scopes": [...]} -> {"code"}
   POST /_control/revoke_refresh revoke every refresh token
+  POST /_control/ttl            {"access_ttl": S}: the lifetime of access tokens issued from now on
   GET  /_control/log            every request received (secrets cut to their first 4 characters)
 
 After every change it writes the issued access tokens to --state FILE (atomic rename) as
@@ -222,6 +223,12 @@ class Handler(BaseHTTPRequestHandler):
                     except (ValueError, KeyError, TypeError) as e:
                         return self.reply(400, {"error": f"bad control request: {e}"})
                     return self.reply(200, {"code": code})
+                if path == "/_control/ttl":
+                    try:
+                        self.auth.access_ttl = int(json.loads(raw)["access_ttl"])
+                    except (ValueError, KeyError, TypeError) as e:
+                        return self.reply(400, {"error": f"bad control request: {e}"})
+                    return self.reply(200, {"access_ttl": self.auth.access_ttl})
                 if path == "/_control/revoke_refresh":
                     return self.reply(*self.auth.revoke_all_refresh())
                 return self.reply(404, {"error": "not_found"})

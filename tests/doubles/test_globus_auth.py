@@ -122,6 +122,11 @@ class GlobusAuthDouble(unittest.TestCase):
         self.assertNotEqual(fresh["access_token"], sophia["access_token"])
         self.assertEqual(fresh["resource_server"], sophia["resource_server"])
         self.assertEqual(fresh["expires_in"], 100)
+        self.assertEqual(self.call("/_control/ttl", js={"access_ttl": 7})[0], 200)
+        status, body = self.call("/v2/oauth2/token", form={
+            "grant_type": "refresh_token", "refresh_token": sophia["refresh_token"], "client_id": "cid"})
+        self.assertEqual(json.loads(body)["expires_in"], 7)
+        self.assertEqual(self.call("/_control/ttl", js={"access_ttl": "x"})[0], 400)
 
         status, body = self.call("/v2/oauth2/token/revoke", form={"token": fresh["access_token"], "client_id": "cid"})
         self.assertEqual((status, json.loads(body)), (200, {"active": False}))
@@ -135,7 +140,7 @@ class GlobusAuthDouble(unittest.TestCase):
         status, body = self.call("/_control/log")
         log = json.loads(body)
         grants = [e["params"].get("grant_type") for e in log if e["path"] == "/v2/oauth2/token"]
-        self.assertEqual(grants, ["authorization_code", "refresh_token", "refresh_token"])
+        self.assertEqual(grants, ["authorization_code", "refresh_token", "refresh_token", "refresh_token"])
         self.assertEqual(sum(e["path"] == "/v2/oauth2/token/revoke" for e in log), 1)
         # Secrets are cut in the log.
         self.assertNotIn(sophia["refresh_token"], body)

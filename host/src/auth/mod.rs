@@ -107,6 +107,11 @@ impl AuthConfig {
 pub struct AccessToken(String);
 
 impl AccessToken {
+    /// Wraps a token text, e.g. one a service just rejected, for [`Credentials::refresh_after_rejection`].
+    pub fn new(secret: String) -> AccessToken {
+        AccessToken(secret)
+    }
+
     pub fn secret(&self) -> &str {
         &self.0
     }

@@ -116,13 +116,13 @@ fn who(id: &auth::Identity) -> String {
     }
 }
 
-/// "47 h 12 min", "12 min", "40 s", "3 d 4 h".
+/// "47 h 12 min", "12 min", "40 s", "3 d 4 h" (hours up to 3 days: Globus access tokens last 48 h).
 fn human(secs: i64) -> String {
     let s = secs.unsigned_abs();
     match s {
         0..60 => format!("{s} s"),
         60..3600 => format!("{} min", s / 60),
-        3600..172_800 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        3600..259_200 => format!("{} h {} min", s / 3600, s % 3600 / 60),
         _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
     }
 }
