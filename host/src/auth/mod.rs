@@ -250,7 +250,19 @@ impl Credentials {
             }
             return Err(AuthError::Expired { service: service.name.into() });
         }
-        self.refresh_found(service, found).await
+        let still_valid = (left > 0).then(|| AccessToken(token.access_token.clone()));
+        match (self.refresh_found(service, found).await, still_valid) {
+            // Globus unreachable for a moment: the old token still works for a few minutes.
+            (Err(AuthError::Network { url, detail }), Some(old)) => {
+                tracing::warn!(
+                    "cannot refresh the Globus token for {} at {url} ({detail}); using the current one, which \
+                     expires in {left} s",
+                    service.name
+                );
+                Ok(old)
+            }
+            (result, _) => result,
+        }
     }
 
     /// After the service answered 401 to `rejected`: refresh once (even if not yet expired) and
