@@ -258,6 +258,12 @@ fn login_status_and_logout_through_the_double() {
     assert_eq!(v[0]["refresh_token"], true);
     assert!(v[1]["expires_in_seconds"].as_i64().unwrap() > 172_000, "{v}");
 
+    // A store others can read is made private again, with a warning.
+    std::fs::set_permissions(user.store(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let t = text(&user.run(&globus, &["auth", "status"]));
+    assert_eq!(mode(&user.store()), 0o600);
+    assert!(t.contains("had mode 644") && t.contains("setting it to 600"), "{t}");
+
     let out = user.run(&globus, &["auth", "logout"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("revoked 6 token(s)"), "{}", text(&out));

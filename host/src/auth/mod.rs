@@ -96,6 +96,11 @@ impl AuthConfig {
         store::path(&self.config_dir)
     }
 
+    /// Makes our token file private if group or others may read it; the warning to show, if any.
+    pub fn fix_store_mode(&self) -> Option<String> {
+        store::fix_mode(&self.store_path())
+    }
+
     /// ALCF's tokens.json, when HOME is known.
     pub fn alcf_path(&self) -> Option<PathBuf> {
         self.home.as_deref().map(alcf::path)

@@ -84,7 +84,10 @@ pub fn load(path: &Path) -> Result<Option<StoreFile>, AuthError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(store_error(path, format!("cannot read it: {e}"))),
     };
-    fix_mode(path);
+    if let Some(w) = fix_mode(path) {
+        // Inside a study this lands in its host.log; the CLI checks first and prints it.
+        tracing::warn!("{w}");
+    }
     let store: StoreFile =
         serde_json::from_str(&text).map_err(|e| store_error(path, format!("not a valid token file: {e}")))?;
     if store.format_version != FORMAT_VERSION {
@@ -104,19 +107,26 @@ pub fn load(path: &Path) -> Result<Option<StoreFile>, AuthError> {
     Ok(Some(store))
 }
 
-/// Makes the token file 0600 when group or others may access it.
-pub fn fix_mode(path: &Path) {
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                "token file {} had mode {mode:o}, readable by others: setting it to 600 (if others could log in \
-                 here, run `alcf-host auth logout` and `alcf-host auth login`)",
-                path.display()
-            );
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
+/// Makes the token file 0600 when group or others may access it; returns the warning to show.
+pub fn fix_mode(path: &Path) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return None;
     }
+    let fixed = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Some(match fixed {
+        Ok(()) => format!(
+            "token file {} had mode {mode:o}, readable by others: setting it to 600 (if others could log in here, \
+             run `alcf-host auth logout` and `alcf-host auth login`)",
+            path.display()
+        ),
+        Err(e) => format!(
+            "token file {} has mode {mode:o}, readable by others, and cannot be made private ({e}): run \
+             `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ),
+    })
 }
 
 /// Writes the store atomically: a 0600 temporary file in the same directory, fsync, rename, fsync
@@ -198,6 +208,11 @@ mod tests {
         let p = path(dir.path());
         save(&p, &sample()).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = fix_mode(&p).unwrap();
+        assert!(w.contains("had mode 644") && w.contains("setting it to 600"), "{w}");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(fix_mode(&p).is_none());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         load(&p).unwrap().unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }

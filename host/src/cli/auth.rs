@@ -34,6 +34,10 @@ pub enum AuthCommand {
 
 pub async fn run(command: AuthCommand) -> anyhow::Result<()> {
     let cfg = AuthConfig::from_env();
+    // Library warnings outside a study have no log to go to: say this one here.
+    if let Some(w) = cfg.fix_store_mode() {
+        crate::cli::console(&format!("warning: {w}"));
+    }
     match command {
         AuthCommand::Login { no_browser, services } => login(&cfg, no_browser, &services).await,
         AuthCommand::Status { json } => status(&cfg, json),
