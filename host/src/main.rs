@@ -119,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Log in to Globus (Sophia's LLMs, Globus Compute), show the login, log out.
+    Auth {
+        #[command(subcommand)]
+        command: cli::auth::AuthCommand,
+    },
     /// Look at recorded studies.
     Study {
         #[command(subcommand)]
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
             Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
                 cli::plugin::inspect(&file, json).await.map(|_| Exit::Ok)
             }
+            Command::Auth { command } => cli::auth::run(command).await.map(|_| Exit::Ok),
             Command::Study { command: StudyCommand::List { root, json } } => {
                 cli::study::study_list(&root.unwrap_or_else(cli::default_root), json).map(|_| Exit::Ok)
             }

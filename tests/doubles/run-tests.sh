@@ -1,12 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test double's own unit tests (tests/doubles/test_*.py, Python 3 stdlib only).
-# Prints unittest's "Ran N tests" and "OK" (or the failures) for each file; exits non-zero on any failure.
-set -u
-cd "$(dirname "$0")/../.."
-status=0
-for f in tests/doubles/test_*.py; do
-    [ -e "$f" ] || continue
-    echo "== $f"
-    python3 -m unittest "$f" || status=1
-done
-exit $status
+# Runs the unit tests of every test double here (each tests/doubles/test_*.py, stdlib unittest
+# only); prints unittest's "Ran N tests" and "OK".
+set -euo pipefail
+cd "$(dirname "$0")"
+exec timeout 600 python3 -m unittest discover -s . -p 'test_*.py' "$@"

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `alcf-host` binary, real wasm components, real SQLite files and
 //! real subprocesses. One harness (this file) with one module per area.
 
+mod auth;
 mod cli;
 mod compare;
 mod newuser;
