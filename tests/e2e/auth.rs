@@ -3,13 +3,13 @@
 //! Each test isolates HOME and ALCF_HOST_CONFIG_DIR in its own temporary directory.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 
 use alcf_host::auth::{AccessToken, AuthConfig, COMPUTE, Credentials, SOPHIA};
+use alcf_tests::doubles::Double;
 use alcf_tests::{repo, text};
 
 const ALCF_FILE: &str = ".globus/app/58fdd3bc-e1c3-4ce5-80ea-8d6b87cfb944/inference_app/tokens.json";
@@ -31,51 +31,31 @@ fn bin() -> PathBuf {
     target.join("debug/alcf-host")
 }
 
-/// The Globus Auth double, killed when dropped.
-struct Globus {
-    child: Child,
-    port: u16,
+/// The Globus Auth double (killed when dropped) and its state file.
+pub(crate) struct Globus {
+    double: Double,
     state: PathBuf,
 }
 
 impl Globus {
-    fn start(dir: &Path, access_ttl: u32) -> Globus {
+    pub(crate) fn start(dir: &Path, access_ttl: u32) -> Globus {
         let state = dir.join("globus-state.json");
-        let mut child = Command::new("python3")
-            .arg(repo().join("tests/doubles/globus_auth.py"))
-            .args(["--port", "0", "--access-ttl", &access_ttl.to_string(), "--state"])
-            .arg(&state)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run python3 tests/doubles/globus_auth.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.strip_prefix("LISTENING ").and_then(|p| p.trim().parse().ok()).unwrap_or_else(|| {
-            let _ = child.kill();
-            panic!("the double did not say LISTENING: {line:?}")
-        });
-        Globus { child, port, state }
+        let ttl = access_ttl.to_string();
+        let double = Double::start("globus_auth.py", &["--access-ttl", &ttl, "--state", state.to_str().unwrap()]);
+        Globus { double, state }
     }
 
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    pub(crate) fn url(&self) -> String {
+        self.double.url()
     }
 
-    /// (status, body) of one plain HTTP/1.1 request.
-    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
+    /// The state file the gateway double reads to decide which tokens are valid.
+    pub(crate) fn state(&self) -> &Path {
+        &self.state
+    }
+
+    pub(crate) fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.double.http(method, path, body)
     }
 
     /// The requests the double received: (path, grant_type).
@@ -105,28 +85,21 @@ impl Globus {
     }
 }
 
-impl Drop for Globus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A user: HOME and the config directory in a temporary directory.
-struct User {
-    dir: tempfile::TempDir,
+pub(crate) struct User {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl User {
-    fn new() -> User {
+    pub(crate) fn new() -> User {
         User { dir: tempfile::tempdir().unwrap() }
     }
 
-    fn home(&self) -> PathBuf {
+    pub(crate) fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
 
-    fn config_dir(&self) -> PathBuf {
+    pub(crate) fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config/alcf-host")
     }
 
@@ -143,7 +116,7 @@ impl User {
         }
     }
 
-    fn cmd(&self, globus: &Globus, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, globus: &Globus, args: &[&str]) -> Command {
         std::fs::create_dir_all(self.home()).unwrap();
         let mut c = Command::new(bin());
         c.args(args)
@@ -163,7 +136,7 @@ impl User {
 
     /// `auth login --no-browser`: reads the URL the CLI prints, fetches the double's authorize page
     /// for it as a browser would, and pastes the code shown there. Returns (URL, output).
-    fn login(&self, globus: &Globus, extra: &[&str]) -> (String, Output) {
+    pub(crate) fn login(&self, globus: &Globus, extra: &[&str]) -> (String, Output) {
         let mut args = vec!["auth", "login", "--no-browser"];
         args.extend_from_slice(extra);
         let mut child = self
@@ -191,7 +164,7 @@ impl User {
         (url, out)
     }
 
-    fn stored_access(&self, resource_server: &str) -> String {
+    pub(crate) fn stored_access(&self, resource_server: &str) -> String {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(self.store()).unwrap()).unwrap();
         v["tokens"][resource_server]["access_token"].as_str().unwrap().to_string()
     }
@@ -283,8 +256,7 @@ fn logout_without_network_still_deletes_and_says_so() {
     assert!(out.status.success(), "{}", text(&out));
     let st = text(&user.run(&globus, &["auth", "status"]));
     assert!(st.contains("compute: alcf-host store") && st.contains("sophia: none"), "{st}");
-    let _ = globus.child.kill();
-    let _ = globus.child.wait();
+    globus.double.kill();
     let out = user.run(&globus, &["auth", "logout"]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");

@@ -198,7 +198,8 @@ fn a_resumed_study_replays_and_sends_nothing_twice() {
     assert_eq!(completed(&dir), 24);
     let requests = gw.requests();
     assert!(requests.len() > before, "the resumed run asked the LLM again");
-    let bodies: Vec<String> = requests.iter().map(|r| r["body"].to_string()).collect();
+    // Answered requests only: a retried attempt (none are provoked here) would repeat a body legitimately.
+    let bodies: Vec<String> = requests.iter().filter(|r| r["status"] == 200).map(|r| r["body"].to_string()).collect();
     let mut unique = bodies.clone();
     unique.sort();
     unique.dedup();
@@ -241,7 +242,8 @@ fn ungranted_and_over_cap_plugins_get_their_typed_errors() {
         "models = [\"meta-llama/Llama-3.3-70B-Instruct\"]",
         0.0,
     );
-    let text_cfg = std::fs::read_to_string(&s.cfg).unwrap().replace("n_init = 4", "n_init = 4\nmodel = \"other/model\"");
+    let text_cfg =
+        std::fs::read_to_string(&s.cfg).unwrap().replace("n_init = 4", "n_init = 4\nmodel = \"other/model\"");
     std::fs::write(&s.cfg, text_cfg).unwrap();
     let before = gw.requests().len();
     let out = s.run();
@@ -259,7 +261,7 @@ fn the_token_appears_nowhere_in_the_study() {
     let out = s.run();
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains(TOKEN), "the token was printed");
-    assert!(gw.requests().iter().any(|r| r["authorized"] == true || r["auth"] == true || r["token_prefix"].is_string()));
+    assert!(gw.requests().iter().all(|r| r["authorization"] == true), "every request carried the token");
     let leaks = files_containing(s.dir.path(), TOKEN.as_bytes());
     // The config directory is where tokens live; nothing else may hold one.
     let leaks: Vec<_> = leaks.into_iter().filter(|p| !p.starts_with(s.dir.path().join("config"))).collect();
@@ -267,4 +269,58 @@ fn the_token_appears_nowhere_in_the_study() {
     for args in [&[][..], &["--full"][..], &["--json"][..]] {
         assert!(!s.llm_log("secret", args).contains(TOKEN));
     }
+}
+
+#[test]
+fn a_globus_login_is_refreshed_for_sophia_and_a_revoked_one_says_to_log_in() {
+    const SOPHIA_RS: &str = "681c10cc-f684-4540-bcd7-0b4df3bc26ef";
+    let user = crate::auth::User::new();
+    // 60-second access tokens: inside the 5-minute margin, so the first use refreshes; the refresh
+    // hands out 48-hour ones.
+    let globus = crate::auth::Globus::start(user.dir.path(), 60);
+    let (_, out) = user.login(&globus, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let logged_in = user.stored_access(SOPHIA_RS);
+    assert_eq!(globus.http("POST", "/_control/ttl", r#"{"access_ttl": 172800}"#).0, 200);
+    let gw = Double::gateway(&["--auth-state", globus.state().to_str().unwrap(), "--answer", "perturb-best"]);
+
+    let s = Study::new("globus", 12, &gw.vllm_base(), r#"["log", "llm"]"#, "", 0.0);
+    let run = |resume: bool| {
+        let mut c = user.cmd(&globus, &["run", "--config", s.cfg.to_str().unwrap(), "--quiet"]);
+        if resume {
+            c.arg("--resume");
+        }
+        c.env("ALCF_HOST_CACHE", s.cache()).stdin(Stdio::null()).output().unwrap()
+    };
+    let out = run(false);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = s.study_dir("globus");
+    assert_eq!(completed(&dir), 12);
+    let refreshed = user.stored_access(SOPHIA_RS);
+    assert_ne!(refreshed, logged_in, "the near-expiry token was refreshed before use");
+    let requests = gw.requests();
+    assert!(!requests.is_empty() && requests.iter().all(|r| r["status"] == 200), "{requests:?}");
+    assert!(requests.iter().all(|r| r["token_prefix"] == refreshed[..4]), "every call used the refreshed token");
+    assert!(calls(&dir).iter().all(|(o, _)| o == "ok"));
+    assert!(files_containing(&dir, refreshed.as_bytes()).is_empty(), "the token is in the study");
+
+    // The refresh token revoked and the access token expired: the run says what to do, the
+    // plugin falls back, and the study still reaches its (raised) budget.
+    assert_eq!(globus.http("POST", "/_control/revoke_refresh", "{}").0, 200);
+    let store = user.config_dir().join("tokens.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&store).unwrap()).unwrap();
+    v["tokens"][SOPHIA_RS]["expires_at_seconds"] = serde_json::json!(1);
+    std::fs::write(&store, v.to_string()).unwrap();
+    let cfg_text = std::fs::read_to_string(&s.cfg).unwrap().replace("trials = 12", "trials = 20");
+    std::fs::write(&s.cfg, cfg_text).unwrap();
+    let before = gw.requests().len();
+    let mut c = user.cmd(&globus, &["run", "--config", s.cfg.to_str().unwrap(), "--resume"]);
+    let out = c.env("ALCF_HOST_CACHE", s.cache()).stdin(Stdio::null()).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("alcf-host auth login"), "the run must say to log in again: {t}");
+    assert_eq!(completed(&dir), 20);
+    assert_eq!(gw.requests().len(), before, "no call was sent without a valid token");
+    let rows = calls(&dir);
+    assert!(rows.iter().any(|(o, e)| o == "failed" && e.as_deref().unwrap_or("").contains("auth login")), "{rows:?}");
 }

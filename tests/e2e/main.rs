@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod compare;
+mod llm;
 mod newuser;
 mod pbs;
 mod resume;

@@ -41,6 +41,12 @@ impl Double {
         Double::start("sophia_gateway.py", args)
     }
 
+    /// Stops the double now (its port then refuses connections).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -58,6 +64,11 @@ impl Double {
 
     pub fn get(&self, route: &str) -> (u16, String) {
         http(self.port, "GET", route, None)
+    }
+
+    /// Any request with a text body (e.g. a browser fetching the authorize page).
+    pub fn http(&self, method: &str, route: &str, body: &str) -> (u16, String) {
+        http(self.port, method, route, Some(body))
     }
 
     /// Queues faults for the next chat requests (`POST /_control/faults`).
@@ -84,8 +95,7 @@ impl Double {
 
 impl Drop for Double {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

@@ -239,7 +239,8 @@ async fn run_locked(
 
     let study = study_info(&plan, space.clone(), objective.clone(), direction, seed);
     let limits = plugin_limits(&plan, plan.config.strategy.max_restarts);
-    let caps = capabilities(&plan, db.clone(), opts.quiet).await?;
+    let progress = Progress::new(&objective, !opts.quiet);
+    let caps = capabilities(&plan, db.clone(), opts.quiet, Arc::new(progress.printer())).await?;
     let strategy = SandboxedStrategy::with_capabilities(loaded, &study, limits, &caps);
     let rules = TrialRules {
         study: plan.name.clone(),
@@ -262,8 +263,7 @@ async fn run_locked(
             objective
         ));
     }
-    let observers: Vec<Box<dyn Observer>> =
-        vec![Box::new(LogObserver), Box::new(Progress::new(&objective, !opts.quiet))];
+    let observers: Vec<Box<dyn Observer>> = vec![Box::new(LogObserver), Box::new(progress)];
     let campaign = Campaign::new(
         loaded_trials,
         strategy,
@@ -281,14 +281,20 @@ async fn run_locked(
 
 /// The plugin's capabilities: its grants, the study's storage and, with `[llm]` and the "llm"
 /// grant, the LLM service. A missing login is said once here, not once per plugin call.
-async fn capabilities(plan: &Plan, db: Arc<StudyDb>, quiet: bool) -> anyhow::Result<Capabilities> {
+async fn capabilities(
+    plan: &Plan,
+    db: Arc<StudyDb>,
+    quiet: bool,
+    printer: Arc<dyn Fn(&str) + Send + Sync>,
+) -> anyhow::Result<Capabilities> {
     let grants = Grants::from_list(&plan.config.strategy.allow);
     let granted = grants.llm;
     let caps = Capabilities::new(grants, Storage::Study(db.clone()));
     let file = plan.config.source.as_ref().map_or("the config".to_string(), |p| p.display().to_string());
     match (&plan.config.llm, granted) {
         (Some(cfg), true) => {
-            let service = alcf_host::llm::connect(cfg, db).with_context(|| format!("[llm] in {file}"))?;
+            let service =
+                alcf_host::llm::connect(cfg, db).with_context(|| format!("[llm] in {file}"))?.with_notify(printer);
             if let Err(e) = service.preflight().await
                 && !quiet
             {

@@ -671,7 +671,7 @@ fn human(d: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::{BufRead, BufReader};
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
@@ -680,16 +680,16 @@ mod tests {
     use crate::plugin::capability::llm::{JsonSchema, Message};
 
     const MODEL: &str = "meta-llama/Llama-3.3-70B-Instruct";
-    const GOOD: &str = "good-token-4f1c9a77";
+    pub(crate) const GOOD: &str = "good-token-4f1c9a77";
 
     /// The Sophia gateway double (tests/doubles/sophia_gateway.py) on a free loopback port; killed on drop.
-    struct Gateway {
+    pub(crate) struct Gateway {
         child: Child,
-        port: u16,
+        pub(crate) port: u16,
     }
 
     impl Gateway {
-        fn start(args: &[&str]) -> Gateway {
+        pub(crate) fn start(args: &[&str]) -> Gateway {
             let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/doubles/sophia_gateway.py");
             let mut child = Command::new("python3")
                 .arg(&script)
@@ -703,7 +703,7 @@ mod tests {
             let port = line.trim().strip_prefix("LISTENING ").and_then(|p| p.parse().ok()).expect("LISTENING <port>");
             Gateway { child, port }
         }
-        fn url(&self, path: &str) -> String {
+        pub(crate) fn url(&self, path: &str) -> String {
             format!("http://127.0.0.1:{}{path}", self.port)
         }
         fn config(&self) -> ClientConfig {
@@ -712,11 +712,11 @@ mod tests {
                 ..fast(&self.url("/resource_server/sophia/vllm/v1"))
             }
         }
-        async fn faults(&self, faults: Value) {
+        pub(crate) async fn faults(&self, faults: Value) {
             let r = reqwest::Client::new().post(self.url("/_control/faults")).json(&faults).send().await.unwrap();
             assert!(r.status().is_success());
         }
-        async fn requests(&self) -> Vec<Value> {
+        pub(crate) async fn requests(&self) -> Vec<Value> {
             let r = reqwest::Client::new().get(self.url("/_control/requests")).send().await.unwrap();
             r.json().await.unwrap()
         }
@@ -730,7 +730,7 @@ mod tests {
     }
 
     /// Short waits so each test takes well under 5 s.
-    fn fast(base: &str) -> ClientConfig {
+    pub(crate) fn fast(base: &str) -> ClientConfig {
         ClientConfig {
             attempt_timeout: Duration::from_secs(3),
             cold_wait: Duration::from_secs(2),
@@ -742,7 +742,7 @@ mod tests {
     }
 
     /// A token source with a scripted first token and refresh answer; records what `refresh` was given.
-    struct Tokens {
+    pub(crate) struct Tokens {
         first: Option<String>,
         fresh: Result<String, String>,
         refreshed: Mutex<Vec<String>>,
@@ -756,7 +756,7 @@ mod tests {
                 refreshed: Mutex::new(Vec::new()),
             })
         }
-        fn good() -> Arc<Tokens> {
+        pub(crate) fn good() -> Arc<Tokens> {
             Tokens::new(Some(GOOD), Err("no refresh expected: run `alcf-host auth login`"))
         }
         fn refreshed(&self) -> Vec<String> {

@@ -20,6 +20,12 @@ use crate::plugin::capability::llm::{BoxFuture, ChatResponse, LlmBackend, LlmCal
 use crate::study::StudyDb;
 use crate::study::llm_log::{LlmCallRow, LlmOutcome};
 
+/// (plugin, instance, request hash): an instance's identical requests, counted.
+type RequestKey = (Arc<str>, u64, String);
+
+/// Shows one line to the user.
+pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The `llm` capability's backend for one study.
 pub struct LlmService {
     cfg: LlmConfig,
@@ -27,12 +33,20 @@ pub struct LlmService {
     tokens: Arc<dyn TokenSource>,
     log: Arc<StudyDb>,
     /// How many recorded answers each (plugin, instance, request) has been given so far.
-    replayed: Mutex<HashMap<(Arc<str>, u64, String), u64>>,
+    replayed: Mutex<HashMap<RequestKey, u64>>,
+    /// Where wait lines ("model … is starting; waiting 30 s") are shown live, besides host.log.
+    notify: Option<Notify>,
 }
 
 impl LlmService {
     pub fn new(cfg: LlmConfig, client: ChatClient, tokens: Arc<dyn TokenSource>, log: Arc<StudyDb>) -> LlmService {
-        LlmService { cfg, client, tokens, log, replayed: Mutex::default() }
+        LlmService { cfg, client, tokens, log, replayed: Mutex::default(), notify: None }
+    }
+
+    /// Shows wait lines to the user as they happen (the terminal, above the progress bar).
+    pub fn with_notify(mut self, notify: Notify) -> LlmService {
+        self.notify = Some(notify);
+        self
     }
 
     /// Whether credentials are at hand (refreshing them if needed), before the first plugin call.
@@ -110,7 +124,13 @@ impl LlmService {
         }
 
         let plugin = call.plugin.clone();
-        let on_wait = move |line: &str| tracing::warn!(target: "llm", plugin = %plugin, "{line}");
+        let notify = self.notify.clone();
+        let on_wait = move |line: &str| {
+            tracing::warn!(target: "llm", plugin = %plugin, "{line}");
+            if let Some(n) = &notify {
+                n(&format!("llm ({plugin}): {line}"));
+            }
+        };
         let sent = self.client.send(&body, &on_wait).await;
         let result = match sent {
             Ok(x) => self.answered(&mut row, x, call.request.schema.is_some() || call.request.json),
@@ -160,13 +180,7 @@ impl LlmService {
     }
 
     fn failed(&self, row: &mut LlmCallRow, e: ClientError) -> LlmError {
-        let attempts = match &e {
-            ClientError::Auth { attempts, .. }
-            | ClientError::Unavailable { attempts, .. }
-            | ClientError::Rejected { attempts, .. }
-            | ClientError::Protocol { attempts, .. } => attempts.as_slice(),
-            ClientError::Setup(_) => &[],
-        };
+        let attempts = e.attempts();
         row.http_status = attempts.iter().rev().find_map(|a| a.status);
         row.latency_s = attempts.iter().map(|a| a.seconds + a.waited_s).sum();
         row.retries = attempts.len().saturating_sub(1) as u32;
@@ -219,4 +233,152 @@ fn attempts_json(attempts: &[Attempt]) -> String {
         })
         .collect();
     serde_json::Value::Array(list).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::llm::client::tests::{GOOD, Gateway, Tokens, fast};
+    use crate::plugin::capability::llm::{ChatRequest, JsonSchema, Message};
+    use crate::study::StudyMeta;
+
+    fn db() -> Arc<StudyDb> {
+        let meta = StudyMeta {
+            name: "t".into(),
+            objective: "value".into(),
+            direction: "minimize".into(),
+            seed: 1,
+            space: serde_json::json!([]),
+            executor: "bench".into(),
+            plugin: "p.wasm".into(),
+            plugin_sha256: "00".into(),
+            created_at: 0.0,
+        };
+        Arc::new(StudyDb::in_memory(&meta).unwrap())
+    }
+
+    fn service(gw: &Gateway, log: Arc<StudyDb>, edit: impl FnOnce(&mut LlmConfig)) -> LlmService {
+        let mut cfg = LlmConfig {
+            base_url: gw.url("/resource_server/sophia/vllm/v1"),
+            jobs_url: None,
+            cold_wait: Duration::from_secs(2),
+            ..LlmConfig::default()
+        };
+        edit(&mut cfg);
+        let tokens: Arc<dyn TokenSource> = Tokens::good();
+        let client = ChatClient::new(fast(&cfg.base_url), tokens.clone()).unwrap();
+        LlmService::new(cfg, client, tokens, log)
+    }
+
+    fn call(instance: u64, text: &str, schema: bool) -> LlmCall {
+        let schema = schema.then(|| JsonSchema {
+            name: "answer".into(),
+            schema: serde_json::json!({"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}),
+        });
+        LlmCall {
+            plugin: "p".into(),
+            instance,
+            request: ChatRequest {
+                model: None,
+                messages: vec![Message { role: "user".into(), content: text.into() }],
+                temperature: Some(1.0),
+                max_tokens: Some(64),
+                json: false,
+                schema,
+            },
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn identical_requests_replay_in_order_per_instance_and_are_sent_once() {
+        let gw = Gateway::start(&["--answer", "random", "--seed", "4"]);
+        let log = db();
+        let s = service(&gw, log.clone(), |_| {});
+        block_on(async {
+            // Instance 1 asks the same thing twice: two live calls, two answers.
+            let a1 = s.chat(call(1, "same", true)).await.unwrap();
+            let a2 = s.chat(call(1, "same", true)).await.unwrap();
+            assert_eq!(gw.requests().await.len(), 2);
+            // Instance 2 (a restart, or a resumed study) asks it three times: the first two are
+            // the recorded answers in order, the third goes out.
+            let b1 = s.chat(call(2, "same", true)).await.unwrap();
+            let b2 = s.chat(call(2, "same", true)).await.unwrap();
+            assert_eq!((b1.content.as_str(), b2.content.as_str()), (a1.content.as_str(), a2.content.as_str()));
+            assert_eq!(gw.requests().await.len(), 2, "a replayed call reached the server");
+            s.chat(call(2, "same", true)).await.unwrap();
+            assert_eq!(gw.requests().await.len(), 3);
+            // Another request is its own sequence.
+            s.chat(call(2, "other", true)).await.unwrap();
+            assert_eq!(gw.requests().await.len(), 4);
+        });
+        let rows = log.llm_calls().unwrap();
+        let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["ok", "ok", "replayed", "replayed", "ok", "ok"]);
+        assert_eq!((rows[2].replay_of, rows[3].replay_of), (Some(rows[0].id), Some(rows[1].id)));
+        assert_eq!(log.llm_usage("p").unwrap().calls, 4, "replays are free");
+        for r in &rows {
+            assert!(!r.request.contains(GOOD), "a token in the log: {}", r.request);
+            assert!(r.response.as_deref().is_none_or(|b| !b.contains(GOOD)));
+        }
+    }
+
+    #[test]
+    fn caps_fail_closed_and_hold_across_service_instances() {
+        let gw = Gateway::start(&["--answer", "random"]);
+        let log = db();
+        let s = service(&gw, log.clone(), |c| c.max_calls = 2);
+        block_on(async {
+            s.chat(call(1, "a", false)).await.unwrap();
+            s.chat(call(1, "b", false)).await.unwrap();
+            match s.chat(call(1, "c", false)).await {
+                Err(LlmError::NotGranted(m)) => assert!(m.contains("max_calls = 2"), "{m}"),
+                other => panic!("expected the cap: {other:?}"),
+            }
+        });
+        // A resumed study (a new service over the same log) is still at its cap.
+        let s = service(&gw, log.clone(), |c| c.max_calls = 2);
+        assert!(matches!(block_on(s.chat(call(9, "d", false))), Err(LlmError::NotGranted(_))));
+        // But a recorded answer is replayed even at the cap: it costs nothing.
+        assert!(block_on(s.chat(call(9, "a", false))).is_ok());
+        let s = service(&gw, log.clone(), |c| c.max_tokens = 1);
+        match block_on(s.chat(call(10, "e", false))) {
+            Err(LlmError::NotGranted(m)) => assert!(m.contains("max_tokens = 1"), "{m}"),
+            other => panic!("expected the token cap: {other:?}"),
+        }
+        block_on(async { assert_eq!(gw.requests().await.len(), 2) });
+        let outcomes: Vec<&str> = log.llm_calls().unwrap().iter().map(|r| r.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["ok", "ok", "refused", "refused", "replayed", "refused"]);
+    }
+
+    #[test]
+    fn a_model_outside_the_list_and_an_answer_that_is_not_json_are_errors() {
+        let gw = Gateway::start(&["--answer", "random"]);
+        let log = db();
+        let s = service(&gw, log.clone(), |_| {});
+        let mut other = call(1, "x", false);
+        other.request.model = Some("someone/else".into());
+        match block_on(s.chat(other)) {
+            Err(LlmError::InvalidRequest(m)) => assert!(m.contains("someone/else") && m.contains("models"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+        block_on(async {
+            gw.faults(serde_json::json!([{"malformed": true}])).await;
+            match s.chat(call(1, "y", true)).await {
+                Err(LlmError::Unavailable(m)) => assert!(m.contains("not valid JSON"), "{m}"),
+                r => panic!("{r:?}"),
+            }
+            assert_eq!(gw.requests().await.len(), 1, "the refused model was not sent");
+        });
+        let rows = log.llm_calls().unwrap();
+        assert_eq!(rows[1].outcome, LlmOutcome::Failed);
+        assert!(rows[1].completion_tokens > 0, "a bad answer is billed all the same");
+        // A failed answer is not replayed: a new instance asks again.
+        assert!(block_on(s.chat(call(2, "y", true))).is_ok());
+    }
 }

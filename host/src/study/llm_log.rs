@@ -82,7 +82,7 @@ pub struct LlmUsage {
 }
 
 /// Totals over a whole study, for `compare` and `study show`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LlmTotals {
     pub calls: u64,
     pub replayed: u64,
