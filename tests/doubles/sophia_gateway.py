@@ -286,6 +286,9 @@ def error_body(code, message, info=None):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm the body waits for the
+    # client's delayed ACK (~40 ms a request), which no real gateway adds.
+    disable_nagle_algorithm = True
     gw = None  # set in main
 
     def log_message(self, fmt, *args):  # quiet: tests read stdout for LISTENING only
