@@ -6,30 +6,12 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 
 use alcf_host::auth::{AccessToken, AuthConfig, COMPUTE, Credentials, SOPHIA};
 use alcf_tests::doubles::Double;
-use alcf_tests::{repo, text};
+use alcf_tests::{host_bin_only, text};
 
 const ALCF_FILE: &str = ".globus/app/58fdd3bc-e1c3-4ce5-80ea-8d6b87cfb944/inference_app/tokens.json";
-
-static BUILD: Once = Once::new();
-
-/// The host binary alone: these tests need no plugins, so they skip the harness's plugin build.
-fn bin() -> PathBuf {
-    BUILD.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "alcf-host", "--bin", "alcf-host"])
-            .current_dir(repo())
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building alcf-host failed");
-    });
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    let target = if target.is_absolute() { target } else { repo().join(target) };
-    target.join("debug/alcf-host")
-}
 
 /// The Globus Auth double (killed when dropped) and its state file.
 pub(crate) struct Globus {
@@ -118,7 +100,7 @@ impl User {
 
     pub(crate) fn cmd(&self, globus: &Globus, args: &[&str]) -> Command {
         std::fs::create_dir_all(self.home()).unwrap();
-        let mut c = Command::new(bin());
+        let mut c = Command::new(host_bin_only());
         c.args(args)
             .env("HOME", self.home())
             .env("ALCF_HOST_CONFIG_DIR", self.config_dir())

@@ -141,6 +141,9 @@ fn llm_guided_reaches_its_budget_through_the_gateway() {
     assert!(log.contains(&format!("{} LLM calls sent (0 failed)", requests.len())), "{log}");
     let full = s.llm_log("guided", &["--full"]);
     assert!(full.contains("--- answer ---") && full.contains("proposals"), "{full}");
+    let root = s.dir.path().join("studies");
+    let show = text(&alcf(&["study", "show", "guided", "--root", root.to_str().unwrap()], &s.cache()));
+    assert!(show.contains(&format!("llm:        {} calls (0 failed, 0 replayed)", requests.len())), "{show}");
     let json: serde_json::Value = serde_json::from_str(&s.llm_log("guided", &["--json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), requests.len());
     assert!(json[0]["request"]["messages"].is_array() && json[0]["prompt_tokens"].as_u64().unwrap() > 0);
@@ -323,4 +326,43 @@ fn a_globus_login_is_refreshed_for_sophia_and_a_revoked_one_says_to_log_in() {
     assert_eq!(gw.requests().len(), before, "no call was sent without a valid token");
     let rows = calls(&dir);
     assert!(rows.iter().any(|(o, e)| o == "failed" && e.as_deref().unwrap_or("").contains("auth login")), "{rows:?}");
+}
+
+#[test]
+fn a_cold_model_waits_outside_the_plugins_deadline_and_ctrl_c_still_answers() {
+    let gw = Double::gateway(&["--token", TOKEN, "--answer", "perturb-best"]);
+    // Every chat request answers 408 after 0.3 s: the model stays cold for the whole test.
+    gw.faults(serde_json::json!(vec![serde_json::json!({"status": 408, "delay_s": 0.3}); 200]));
+    let s = Study::new("cold", 40, &gw.vllm_base(), r#"["log", "llm"]"#, "", 0.5);
+    // A 1-second plugin deadline: if the wait counted against it, the plugin would be killed.
+    let text_cfg = std::fs::read_to_string(&s.cfg)
+        .unwrap()
+        .replace("cold_wait = \"20s\"", "cold_wait = \"120s\"")
+        .replace("allow = [\"log\", \"llm\"]", "allow = [\"log\", \"llm\"]\nsuggest_timeout_s = 1");
+    std::fs::write(&s.cfg, text_cfg).unwrap();
+    let dir = s.study_dir("cold");
+    let mut child = s.command(false).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gw.requests().len() < 4 {
+        assert!(Instant::now() < deadline, "the plugin never asked the LLM");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The LLM call is waiting now; trials started before it finish and are recorded meanwhile.
+    let waiting_since = completed(&dir);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none());
+    let states = trial_states(&dir);
+    assert!(
+        states.iter().all(|t| t.1 != "running") && completed(&dir) >= waiting_since,
+        "trials finishing during the wait are recorded: {states:?}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let stopped = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(stopped.elapsed() < Duration::from_secs(10), "Ctrl-C took {:?}", stopped.elapsed());
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = host_log(&dir);
+    assert!(log.contains("408"), "the wait is in host.log: {log}");
+    assert!(!log.contains("deadline"), "the plugin's deadline ran during the host's wait: {log}");
 }

@@ -186,6 +186,7 @@ fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) ->
             "trials": trials.iter().map(trial_json).collect::<Vec<_>>(),
             "queued": queued.iter().map(|q| serde_json::json!({"id": q.id, "params": q.params, "source": q.source, "created_at": q.created_at})).collect::<Vec<_>>(),
             "events": db.events()?.iter().map(|e| serde_json::json!({"at": e.at, "kind": e.kind, "trial": e.trial, "message": e.message})).collect::<Vec<_>>(),
+            "llm": db.llm_totals()?,
         });
         writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
@@ -208,6 +209,14 @@ fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) ->
         }
     }
     writeln!(w, "trials:     {} — {}", trials.len(), parts.join(", "))?;
+    let llm = db.llm_totals()?;
+    if llm.calls + llm.replayed > 0 {
+        writeln!(
+            w,
+            "llm:        {} calls ({} failed, {} replayed), {} + {} tokens, {:.1} s — alcf-host study llm-log {}",
+            llm.calls, llm.failed, llm.replayed, llm.prompt_tokens, llm.completion_tokens, llm.seconds, meta.name
+        )?;
+    }
     if let Some(h) = StudyLock::holder_of(&dir) {
         writeln!(w, "in use by:  {}", h.describe())?;
     }

@@ -245,18 +245,7 @@ mod tests {
     use crate::study::StudyMeta;
 
     fn db() -> Arc<StudyDb> {
-        let meta = StudyMeta {
-            name: "t".into(),
-            objective: "value".into(),
-            direction: "minimize".into(),
-            seed: 1,
-            space: serde_json::json!([]),
-            executor: "bench".into(),
-            plugin: "p.wasm".into(),
-            plugin_sha256: "00".into(),
-            created_at: 0.0,
-        };
-        Arc::new(StudyDb::in_memory(&meta).unwrap())
+        Arc::new(StudyDb::in_memory(&StudyMeta::example()).unwrap())
     }
 
     fn service(gw: &Gateway, log: Arc<StudyDb>, edit: impl FnOnce(&mut LlmConfig)) -> LlmService {

@@ -214,20 +214,6 @@ mod tests {
     use super::*;
     use crate::study::StudyMeta;
 
-    fn meta() -> StudyMeta {
-        StudyMeta {
-            name: "t".into(),
-            objective: "value".into(),
-            direction: "minimize".into(),
-            seed: 7,
-            space: serde_json::json!([]),
-            executor: "bench".into(),
-            plugin: "llm_guided.wasm".into(),
-            plugin_sha256: "00".into(),
-            created_at: 1.0,
-        }
-    }
-
     fn call(plugin: &str, hash: &str, outcome: LlmOutcome, tokens: u64) -> LlmCallRow {
         LlmCallRow {
             id: 0,
@@ -252,7 +238,7 @@ mod tests {
 
     #[test]
     fn answers_are_found_in_order_and_usage_counts_only_sent_calls() {
-        let db = StudyDb::in_memory(&meta()).unwrap();
+        let db = StudyDb::in_memory(&StudyMeta::example()).unwrap();
         db.record_llm_call(&call("p", "h1", LlmOutcome::Ok, 10)).unwrap();
         db.record_llm_call(&call("p", "h1", LlmOutcome::Failed, 0)).unwrap();
         let second = db.record_llm_call(&call("p", "h1", LlmOutcome::Ok, 20)).unwrap();

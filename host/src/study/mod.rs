@@ -177,6 +177,24 @@ pub struct StudyMeta {
     pub created_at: f64,
 }
 
+#[cfg(test)]
+impl StudyMeta {
+    /// A small study of one float parameter, for unit tests.
+    pub(crate) fn example() -> StudyMeta {
+        StudyMeta {
+            name: "t".into(),
+            objective: "value".into(),
+            direction: "minimize".into(),
+            seed: 7,
+            space: serde_json::json!([{"name": "x", "type": "float", "low": 0.0, "high": 1.0, "log": false}]),
+            executor: "bench".into(),
+            plugin: "random.wasm".into(),
+            plugin_sha256: "00".into(),
+            created_at: 1.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialRow {
     pub id: u64,
@@ -817,17 +835,7 @@ mod tests {
     use super::*;
 
     fn meta() -> StudyMeta {
-        StudyMeta {
-            name: "t".into(),
-            objective: "value".into(),
-            direction: "minimize".into(),
-            seed: 7,
-            space: serde_json::json!([{"name": "x", "type": "float", "low": 0.0, "high": 1.0, "log": false}]),
-            executor: "bench".into(),
-            plugin: "random.wasm".into(),
-            plugin_sha256: "00".into(),
-            created_at: 1.0,
-        }
+        StudyMeta::example()
     }
 
     fn journal_mode(db: &StudyDb) -> String {
