@@ -52,6 +52,9 @@ step "tests: the PBS Pro emulator (the test double of Aurora's scheduler)"
 # unittest prints "Ran N tests" and "OK"/"FAILED (failures=F, errors=E)"; both feed the closing line.
 bash tests/pbs/run-tests.sh 2>&1 | tee -a "$log"
 
+step "tests: the test doubles of Sophia's gateway and Globus Auth (tests/doubles)"
+bash tests/doubles/run-tests.sh 2>&1 | tee -a "$log"
+
 # First, so that target/release/alcf-trainer is the default build again afterwards.
 step "tests: alcf-trainer --features xpu (the XPU shim compiles and links; --device xpu refuses on this CPU-only libtorch)"
 cargo test -p alcf-trainer --release --features xpu --lib --test xpu 2>&1 | tee -a "$log"

@@ -68,6 +68,23 @@ struct FileConfig {
     strategy: Option<FileStrategy>,
     executor: Option<Spanned<FileExecutor>>,
     space: Option<toml::Table>,
+    llm: Option<Spanned<FileLlm>>,
+}
+
+/// `[llm]`: the chat-completions service behind the `llm` capability, and its caps.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLlm {
+    base_url: Option<String>,
+    jobs_url: Option<String>,
+    model: Option<String>,
+    models: Option<Vec<String>>,
+    auth: Option<String>,
+    max_calls: Option<u32>,
+    max_tokens: Option<u64>,
+    cold_wait: Option<Spanned<String>>,
+    attempt_timeout_s: Option<Spanned<f64>>,
+    max_retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -157,6 +174,83 @@ struct FilePbs {
 }
 
 // ---- the validated configuration ------------------------------------------------------------
+
+/// Sophia's OpenAI-compatible vLLM route (../shared/reference/alcf.md).
+pub const SOPHIA_BASE_URL: &str = "https://inference-api.alcf.anl.gov/resource_server/sophia/vllm/v1";
+/// The seed project's model.
+pub const DEFAULT_LLM_MODEL: &str = "meta-llama/Llama-3.3-70B-Instruct";
+
+/// How the host authenticates to the LLM service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmAuth {
+    /// A Globus access token for Sophia (`alcf-host auth login`, ALCF's tokens.json, or
+    /// `ALCF_HOST_SOPHIA_TOKEN`).
+    Globus,
+    /// No Authorization header (a vLLM server of your own, e.g. through an SSH tunnel).
+    None,
+}
+
+/// `[llm]`, validated. The caps hold per plugin and per study, across resumes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmConfig {
+    /// Ends in `/v1`; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// The cluster's jobs route (model states while a model is cold); derived from Sophia's URL layout.
+    pub jobs_url: Option<String>,
+    /// The model a request without one gets.
+    pub model: String,
+    /// Models a plugin may ask for (the default model is always among them).
+    pub models: Vec<String>,
+    pub auth: LlmAuth,
+    /// Calls sent to the service per plugin per study (replayed answers are free).
+    pub max_calls: u32,
+    /// Prompt plus completion tokens per plugin per study.
+    pub max_tokens: u64,
+    /// Total time one call keeps retrying a cold model (408), a pending answer (202) or maintenance (503).
+    pub cold_wait: Duration,
+    /// One HTTP attempt; the gateway itself waits 300 s for a cold model before its 408.
+    pub attempt_timeout: Duration,
+    /// Retries of rate limits (429), server errors, dropped connections and cut-off answers.
+    pub max_retries: u32,
+    /// Where `[llm]` is written, for errors that point at it.
+    pub at: String,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            base_url: SOPHIA_BASE_URL.into(),
+            jobs_url: jobs_url_for(SOPHIA_BASE_URL),
+            model: DEFAULT_LLM_MODEL.into(),
+            models: vec![DEFAULT_LLM_MODEL.into()],
+            auth: LlmAuth::Globus,
+            max_calls: 200,
+            max_tokens: 2_000_000,
+            cold_wait: Duration::from_secs(20 * 60),
+            attempt_timeout: Duration::from_secs(330),
+            max_retries: 6,
+            at: "[llm]".into(),
+        }
+    }
+}
+
+impl LlmConfig {
+    /// How long one capability call may take in all: every retry and wait included, plus slack.
+    pub fn call_timeout(&self) -> Duration {
+        self.cold_wait + self.attempt_timeout * (self.max_retries + 2)
+    }
+}
+
+/// `…/resource_server/{cluster}/{framework}/v1` -> `…/resource_server/{cluster}/jobs`.
+pub fn jobs_url_for(base_url: &str) -> Option<String> {
+    let trimmed = base_url.trim_end_matches('/');
+    let (head, cluster_and_rest) = trimmed.split_once("/resource_server/")?;
+    let parts: Vec<&str> = cluster_and_rest.split('/').collect();
+    match parts.as_slice() {
+        [cluster, _framework, "v1"] => Some(format!("{head}/resource_server/{cluster}/jobs")),
+        _ => None,
+    }
+}
 
 /// Capabilities a plugin may be granted.
 pub const CAPABILITIES: [&str; 4] = ["log", "storage", "llm", "jobs"];
@@ -293,6 +387,8 @@ pub struct Config {
     pub space: Option<SearchSpace>,
     pub strategy: StrategyConfig,
     pub executor: Option<ExecutorConfig>,
+    /// `[llm]`: present only when the config has the section.
+    pub llm: Option<LlmConfig>,
     /// How many times a trial that failed for a system reason (node lost, walltime, preempted) is
     /// run again (`[study] retries`, default 1). Failures of the trial program itself are final.
     pub retries: u32,
@@ -327,6 +423,7 @@ impl Default for Config {
             space: None,
             strategy: StrategyConfig::default(),
             executor: None,
+            llm: None,
             retries: 1,
             enqueue: Vec::new(),
             enqueue_at: Vec::new(),
@@ -614,6 +711,11 @@ impl Config {
                 FileExecutor::Pbs(p) => ExecutorConfig::Pbs(Box::new(pbs_config(*p, &base, span, text, path)?)),
             });
         }
+        if let Some(llm) = file.llm {
+            let span = llm.span();
+            let at = format!("{}, line {}: [llm]", path.display(), lines.line(span.start));
+            config.llm = Some(llm_config(llm.into_inner(), at, |field, m| invalid(span.clone(), field, m))?);
+        }
         Ok(config)
     }
 }
@@ -673,6 +775,68 @@ fn key_line(text: &str, span: std::ops::Range<usize>, key: &str, lines: &Lines<'
         from = at + key.len();
     }
     lines.line(start)
+}
+
+fn llm_config(f: FileLlm, at: String, invalid: impl Fn(&str, String) -> ConfigError) -> Result<LlmConfig, ConfigError> {
+    let mut c = LlmConfig { at, ..LlmConfig::default() };
+    if let Some(url) = f.base_url {
+        let url = url.trim_end_matches('/').to_string();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(invalid("llm.base_url", format!("`{url}` must be an http(s) URL ending in /v1")));
+        }
+        if url.starts_with("http://") && !is_loopback_url(&url) {
+            return Err(invalid(
+                "llm.base_url",
+                format!("`{url}` is plain http to a remote host: the access token would travel in clear; use https"),
+            ));
+        }
+        c.jobs_url = jobs_url_for(&url);
+        c.base_url = url;
+    }
+    if let Some(j) = f.jobs_url {
+        c.jobs_url = if j.is_empty() { None } else { Some(j) };
+    }
+    if let Some(m) = f.model {
+        if m.trim().is_empty() {
+            return Err(invalid("llm.model", "must name a model, e.g. meta-llama/Llama-3.3-70B-Instruct".into()));
+        }
+        c.model = m;
+    }
+    c.models = f.models.unwrap_or_default();
+    if !c.models.contains(&c.model) {
+        c.models.insert(0, c.model.clone());
+    }
+    c.auth = match f.auth.as_deref() {
+        None | Some("globus") => LlmAuth::Globus,
+        Some("none") => LlmAuth::None,
+        Some(other) => return Err(invalid("llm.auth", format!("unknown `{other}`; use \"globus\" or \"none\""))),
+    };
+    if let Some(n) = f.max_calls {
+        c.max_calls = n;
+    }
+    if let Some(n) = f.max_tokens {
+        c.max_tokens = n;
+    }
+    if let Some(w) = f.cold_wait {
+        c.cold_wait = parse_duration(w.get_ref()).map_err(|m| invalid("llm.cold_wait", m))?;
+    }
+    if let Some(t) = f.attempt_timeout_s {
+        let v = *t.get_ref();
+        if !(v > 0.0 && v <= 3600.0) {
+            return Err(invalid("llm.attempt_timeout_s", "must be in (0, 3600]".into()));
+        }
+        c.attempt_timeout = Duration::from_secs_f64(v);
+    }
+    if let Some(r) = f.max_retries {
+        c.max_retries = r.min(100);
+    }
+    Ok(c)
+}
+
+/// `http://127.0.0.1:…`, `http://localhost…` or `http://[::1]…`.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    ["127.", "localhost", "[::1]"].iter().any(|p| rest.starts_with(p))
 }
 
 /// Reads a reusable search-space file: a TOML file with a `[space]` table (or the parameters at top level).
@@ -794,6 +958,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llm_section_defaults_and_errors() {
+        let c = Config::parse("[llm]\n", Path::new("l.toml")).unwrap();
+        let l = c.llm.unwrap();
+        assert_eq!(l.base_url, SOPHIA_BASE_URL);
+        assert_eq!(l.jobs_url.as_deref(), Some("https://inference-api.alcf.anl.gov/resource_server/sophia/jobs"));
+        assert_eq!((l.model.as_str(), l.models.len(), l.auth), (DEFAULT_LLM_MODEL, 1, LlmAuth::Globus));
+        assert!(Config::parse("[study]\n", Path::new("l.toml")).unwrap().llm.is_none());
+
+        let text = "[llm]\nbase_url = \"http://127.0.0.1:9/resource_server/sophia/vllm/v1/\"\nmodel = \"a\"\nmodels = [\"b\"]\nauth = \"none\"\ncold_wait = \"90s\"\nmax_calls = 3\n";
+        let l = Config::parse(text, Path::new("l.toml")).unwrap().llm.unwrap();
+        assert_eq!(l.base_url, "http://127.0.0.1:9/resource_server/sophia/vllm/v1");
+        assert_eq!(l.jobs_url.as_deref(), Some("http://127.0.0.1:9/resource_server/sophia/jobs"));
+        assert_eq!(l.models, ["a", "b"]);
+        assert_eq!((l.auth, l.cold_wait, l.max_calls), (LlmAuth::None, Duration::from_secs(90), 3));
+        assert!(l.call_timeout() > l.cold_wait);
+
+        let err = |t: &str| Config::parse(t, Path::new("l.toml")).unwrap_err().to_string();
+        let e = err("[study]\nname = \"x\"\n\n[llm]\nbase_url = \"http://sophia.example/v1\"\n");
+        assert!(e.contains("l.toml, line 4: field `llm.base_url`") && e.contains("use https"), "{e}");
+        let e = err("[llm]\nauth = \"token\"\n");
+        assert!(e.contains("llm.auth") && e.contains("\"globus\" or \"none\""), "{e}");
+        let e = err("[llm]\ncold_wait = \"soon\"\n");
+        assert!(e.contains("llm.cold_wait"), "{e}");
+        let e = err("[llm]\nmax_cals = 3\n");
+        assert!(e.contains("max_cals"), "{e}");
+        assert_eq!(jobs_url_for("https://x/v1"), None);
+    }
 
     #[test]
     fn full_config_parses() {

@@ -119,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Log in to Globus (Sophia's LLMs, Globus Compute), show the login, log out.
+    Auth {
+        #[command(subcommand)]
+        command: cli::auth::AuthCommand,
+    },
     /// Look at recorded studies.
     Study {
         #[command(subcommand)]
@@ -170,6 +175,18 @@ enum StudyCommand {
         name: String,
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+    },
+    /// Every LLM call of a study: as sent, as answered, tokens, latency, retries, replays.
+    LlmLog {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Every call's request messages and answer in full.
+        #[arg(long)]
+        full: bool,
+        /// One JSON object per call (request and response as JSON), in a JSON array.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -224,6 +241,7 @@ fn main() -> ExitCode {
             Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
                 cli::plugin::inspect(&file, json).await.map(|_| Exit::Ok)
             }
+            Command::Auth { command } => cli::auth::run(command).await.map(|_| Exit::Ok),
             Command::Study { command: StudyCommand::List { root, json } } => {
                 cli::study::study_list(&root.unwrap_or_else(cli::default_root), json).map(|_| Exit::Ok)
             }
@@ -235,6 +253,9 @@ fn main() -> ExitCode {
             }
             Command::Study { command: StudyCommand::Unlock { name, root } } => {
                 cli::study::study_unlock(&root.unwrap_or_else(cli::default_root), &name).map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::LlmLog { name, root, full, json } } => {
+                cli::study::study_llm_log(&root.unwrap_or_else(cli::default_root), &name, full, json).map(|_| Exit::Ok)
             }
         }
     });

@@ -1,8 +1,10 @@
 //! End-to-end tests: the real `alcf-host` binary, real wasm components, real SQLite files and
 //! real subprocesses. One harness (this file) with one module per area.
 
+mod auth;
 mod cli;
 mod compare;
+mod llm;
 mod newuser;
 mod pbs;
 mod resume;

@@ -338,7 +338,7 @@ fn incompatible_abi_and_non_plugins_are_refused_by_inspect_and_run() {
     let out = alcf(&["plugin", "inspect", guest("future_abi").to_str().unwrap()], &cache);
     let t = text(&out);
     assert!(!out.status.success());
-    assert!(t.contains("alcf:hpo@0.2.0") && t.contains("alcf:hpo@0.1.0"), "both versions named: {t}");
+    assert!(t.contains("alcf:hpo@0.2.0") && t.contains("alcf:hpo@0.1.1"), "both versions named: {t}");
 
     let out = alcf(
         &[
@@ -360,6 +360,32 @@ fn incompatible_abi_and_non_plugins_are_refused_by_inspect_and_run() {
 }
 
 #[test]
+fn a_plugin_built_against_abi_0_1_0_still_links_and_calls_llm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = alcf(&["plugin", "inspect", guest("abi_010").to_str().unwrap(), "--json"], &cache);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["abi_version"], "0.1.0");
+    assert!(v["imports"].as_array().unwrap().iter().any(|i| i == "alcf:hpo/llm@0.1.0"), "{v}");
+    let cfg = dir.path().join("study.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[study]\nname = \"old\"\ntrials = 4\nroot = \"s\"\n[strategy]\nplugin = \"{}\"\nallow = [\"log\", \"llm\"]\n[executor]\nkind = \"bench\"\nfunction = \"branin\"\n",
+            guest("abi_010").display()
+        ),
+    )
+    .unwrap();
+    let out = alcf(&["run", "--config", cfg.to_str().unwrap(), "--quiet"], &cache);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(trial_states(&dir.path().join("s/old")).len(), 4);
+    // No [llm] section: the old plugin's llm.chat reaches the host and gets `not-configured`.
+    let log = std::fs::read_to_string(dir.path().join("s/old/host.log")).unwrap();
+    assert!(log.contains("abi_010: llm.chat answered Err(LlmError::NotConfigured"), "{log}");
+}
+
+#[test]
 fn inspect_describes_a_plugin_and_caches_its_compilation() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
@@ -367,8 +393,8 @@ fn inspect_describes_a_plugin_and_caches_its_compilation() {
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "random");
-    assert_eq!(v["abi_version"], "0.1.0");
-    assert_eq!(v["exports"], serde_json::json!(["alcf:hpo/strategy@0.1.0"]));
+    assert_eq!(v["abi_version"], "0.1.1");
+    assert_eq!(v["exports"], serde_json::json!(["alcf:hpo/strategy@0.1.1"]));
     assert!(v["imports"].as_array().unwrap().iter().all(|i| {
         let i = i.as_str().unwrap();
         i.starts_with("wasi:") || i.starts_with("alcf:hpo/")
@@ -385,7 +411,7 @@ mod runtime {
 
     use alcf_host::config::Direction;
     use alcf_host::plugin::PluginRuntime;
-    use alcf_host::plugin::capability::llm::{BoxFuture, ChatRequest, ChatResponse, LlmBackend, LlmError};
+    use alcf_host::plugin::capability::llm::{BoxFuture, ChatResponse, LlmBackend, LlmCall, LlmError};
     use alcf_host::plugin::capability::{Capabilities, Capability, Grants, Notice, Storage, StorageQuota};
     use alcf_host::plugin::strategy::{
         Fault, Observation, ObservedStatus, PluginError, PluginLimits, SandboxedStrategy, StudyInfo,
@@ -436,11 +462,11 @@ mod runtime {
     }
 
     impl LlmBackend for SlowLlm {
-        fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, LlmError>> {
+        fn chat(&self, call: LlmCall) -> BoxFuture<'_, Result<ChatResponse, LlmError>> {
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 Ok(ChatResponse {
-                    content: format!("slow answer to {} messages", request.messages.len()),
+                    content: format!("slow answer to {} messages", call.request.messages.len()),
                     model: "slow".into(),
                     prompt_tokens: 1,
                     completion_tokens: 1,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Once;
 
+pub mod doubles;
 pub mod sshd;
 
 /// The repository root.
@@ -22,23 +23,39 @@ fn target_dir() -> PathBuf {
 }
 
 static BUILD: Once = Once::new();
+static BUILD_HOST: Once = Once::new();
 
-/// Builds the host binary and the plugins once per test process (cheap when they are fresh), so
-/// `cargo test` alone is enough.
-pub fn ensure_built() {
-    BUILD.call_once(|| {
+/// Builds the `alcf-host` binary once per test process.
+fn build_host() {
+    BUILD_HOST.call_once(|| {
         let status = Command::new(env!("CARGO"))
             .args(["build", "-q", "-p", "alcf-host", "--bin", "alcf-host"])
             .current_dir(repo())
             .status()
             .expect("run cargo");
         assert!(status.success(), "building alcf-host failed");
+    });
+}
+
+/// The host binary alone, for tests that need no plugins (no plugin build).
+pub fn host_bin_only() -> PathBuf {
+    build_host();
+    target_dir().join("debug").join("alcf-host")
+}
+
+/// Builds the host binary and the plugins once per test process (cheap when they are fresh), so
+/// `cargo test` alone is enough.
+pub fn ensure_built() {
+    BUILD.call_once(|| {
+        build_host();
         let wanted = [
             plugin("random"),
             plugin("gp_ucb"),
+            plugin("llm_guided"),
             guest("hostile"),
             guest("kernels"),
             guest("future_abi"),
+            guest("abi_010"),
             guest("not_a_plugin"),
         ];
         if std::env::var_os("ALCF_TEST_SKIP_PLUGIN_BUILD").is_none() || wanted.iter().any(|p| !p.exists()) {

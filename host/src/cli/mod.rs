@@ -2,6 +2,7 @@
 //! progress display and logging setup. Everything here may use `anyhow`; the library below it
 //! returns typed errors.
 
+pub mod auth;
 pub mod compare;
 pub mod connect;
 pub mod logging;

@@ -68,12 +68,23 @@ impl Progress {
 
     /// Prints a line above the bar (or to stderr when the bar is hidden), cut to a readable size.
     fn println(&self, line: &str) {
-        let line = cut(line);
-        if self.visible {
-            self.bar.println(line);
-        } else {
-            console(&line);
-        }
+        print_line(&self.bar, self.visible, line);
+    }
+
+    /// A handle that prints lines above the bar from anywhere (e.g. the LLM service waiting for a
+    /// cold model, on the strategy's thread) without tearing it.
+    pub fn printer(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let (bar, visible) = (self.bar.clone(), self.visible);
+        move |line: &str| print_line(&bar, visible, line)
+    }
+}
+
+fn print_line(bar: &ProgressBar, visible: bool, line: &str) {
+    let line = cut(line);
+    if visible {
+        bar.println(line);
+    } else {
+        console(&line);
     }
 }
 

@@ -13,6 +13,7 @@ use alcf_host::config::{Config, Direction, ExecutorConfig};
 use alcf_host::executor::bench::{self, BenchExecutor};
 
 use alcf_host::executor::{self, Executor};
+use alcf_host::plugin::capability::Capabilities;
 use alcf_host::plugin::sandbox::{Grants, Storage};
 use alcf_host::plugin::strategy::{PluginError, PluginLimits, SandboxedStrategy, StudyInfo};
 use alcf_host::plugin::{PluginRuntime, default_cache_dir};
@@ -238,13 +239,9 @@ async fn run_locked(
 
     let study = study_info(&plan, space.clone(), objective.clone(), direction, seed);
     let limits = plugin_limits(&plan, plan.config.strategy.max_restarts);
-    let strategy = SandboxedStrategy::new(
-        loaded,
-        &study,
-        limits,
-        Grants::from_list(&plan.config.strategy.allow),
-        Storage::Study(db.clone()),
-    );
+    let progress = Progress::new(&objective, !opts.quiet);
+    let caps = capabilities(&plan, db.clone(), opts.quiet, Arc::new(progress.printer())).await?;
+    let strategy = SandboxedStrategy::with_capabilities(loaded, &study, limits, &caps);
     let rules = TrialRules {
         study: plan.name.clone(),
         trials_dir: plan.dir.join("trials"),
@@ -266,8 +263,7 @@ async fn run_locked(
             objective
         ));
     }
-    let observers: Vec<Box<dyn Observer>> =
-        vec![Box::new(LogObserver), Box::new(Progress::new(&objective, !opts.quiet))];
+    let observers: Vec<Box<dyn Observer>> = vec![Box::new(LogObserver), Box::new(progress)];
     let campaign = Campaign::new(
         loaded_trials,
         strategy,
@@ -281,6 +277,51 @@ async fn run_locked(
         print_summary(&plan.name, &plan.dir, &summary, &objective, &db.trials()?);
     }
     Ok(summary)
+}
+
+/// The plugin's capabilities: its grants, the study's storage and, with `[llm]` and the "llm"
+/// grant, the LLM service. A missing login is said once here, not once per plugin call.
+async fn capabilities(
+    plan: &Plan,
+    db: Arc<StudyDb>,
+    quiet: bool,
+    printer: Arc<dyn Fn(&str) + Send + Sync>,
+) -> anyhow::Result<Capabilities> {
+    let grants = Grants::from_list(&plan.config.strategy.allow);
+    let granted = grants.llm;
+    let caps = Capabilities::new(grants, Storage::Study(db.clone()));
+    let file = plan.config.source.as_ref().map_or("the config".to_string(), |p| p.display().to_string());
+    match (&plan.config.llm, granted) {
+        (Some(cfg), true) => {
+            let service =
+                alcf_host::llm::connect(cfg, db).with_context(|| format!("[llm] in {file}"))?.with_notify(printer);
+            if let Err(e) = service.preflight().await
+                && !quiet
+            {
+                console(&format!(
+                    "warning: {e}. Until then the strategy's LLM calls fail and it falls back to its own model"
+                ));
+            }
+            Ok(caps.with_llm(Arc::new(service)).with_llm_timeout(cfg.call_timeout()))
+        }
+        (None, true) => {
+            if !quiet {
+                console(&format!(
+                    "warning: strategy.allow grants \"llm\" but {file} has no [llm] section: the plugin's LLM calls return not-configured (docs/llm.md)"
+                ));
+            }
+            Ok(caps)
+        }
+        (Some(_), false) => {
+            if !quiet {
+                console(&format!(
+                    "warning: {file} has an [llm] section but strategy.allow does not grant \"llm\": the plugin cannot call it"
+                ));
+            }
+            Ok(caps)
+        }
+        (None, false) => Ok(caps),
+    }
 }
 
 /// What the plugin is told about the study in `init`.

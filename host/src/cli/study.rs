@@ -1,4 +1,4 @@
-//! `alcf-host study list`, `show`, `enqueue` and `unlock`.
+//! `alcf-host study list`, `show`, `enqueue`, `unlock` and `llm-log`.
 //!
 //! Machine output (`--json`) prints floats as serde_json does: the shortest text that parses back
 //! to the same f64, so best parameters can be copied from it. Tables round to four digits for
@@ -39,6 +39,11 @@ pub fn study_enqueue(root: &Path, name: &str, params: &str) -> anyhow::Result<()
 /// `alcf-host study unlock NAME`: releases the lock of a host that is gone.
 pub fn study_unlock(root: &Path, name: &str) -> anyhow::Result<()> {
     unlock_to(&mut std::io::stdout().lock(), root, name)
+}
+
+/// `alcf-host study llm-log NAME`: the study's LLM audit log.
+pub fn study_llm_log(root: &Path, name: &str, full: bool, json: bool) -> anyhow::Result<()> {
+    llm_log_to(&mut std::io::stdout().lock(), root, name, full, json)
 }
 
 /// Names of the studies under `root` (directories with a study database), sorted.
@@ -181,6 +186,7 @@ fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) ->
             "trials": trials.iter().map(trial_json).collect::<Vec<_>>(),
             "queued": queued.iter().map(|q| serde_json::json!({"id": q.id, "params": q.params, "source": q.source, "created_at": q.created_at})).collect::<Vec<_>>(),
             "events": db.events()?.iter().map(|e| serde_json::json!({"at": e.at, "kind": e.kind, "trial": e.trial, "message": e.message})).collect::<Vec<_>>(),
+            "llm": db.llm_totals()?,
         });
         writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
@@ -203,6 +209,14 @@ fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) ->
         }
     }
     writeln!(w, "trials:     {} — {}", trials.len(), parts.join(", "))?;
+    let llm = db.llm_totals()?;
+    if llm.calls + llm.replayed > 0 {
+        writeln!(
+            w,
+            "llm:        {} calls ({} failed, {} replayed), {} + {} tokens, {:.1} s — alcf-host study llm-log {}",
+            llm.calls, llm.failed, llm.replayed, llm.prompt_tokens, llm.completion_tokens, llm.seconds, meta.name
+        )?;
+    }
     if let Some(h) = StudyLock::holder_of(&dir) {
         writeln!(w, "in use by:  {}", h.describe())?;
     }
@@ -306,6 +320,106 @@ fn unlock_to(w: &mut dyn Write, root: &Path, name: &str) -> anyhow::Result<()> {
         None => writeln!(w, "study {name} is not locked")?,
     }
     Ok(())
+}
+
+fn llm_log_to(w: &mut dyn Write, root: &Path, name: &str, full: bool, json: bool) -> anyhow::Result<()> {
+    let (_, db) = open_study(root, name)?;
+    let calls = db.llm_calls()?;
+    if json {
+        let parse = |t: &Option<String>| t.as_deref().and_then(|t| serde_json::from_str::<Json>(t).ok());
+        let rows: Vec<Json> = calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id, "at": c.at, "plugin": c.plugin, "model": c.model, "outcome": c.outcome.as_str(),
+                    "http_status": c.http_status, "latency_s": c.latency_s, "retries": c.retries,
+                    "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                    "replay_of": c.replay_of, "error": c.error, "content": c.content,
+                    "request": serde_json::from_str::<Json>(&c.request).unwrap_or(Json::Null),
+                    "response": parse(&c.response), "attempts": parse(&c.attempts),
+                })
+            })
+            .collect();
+        writeln!(w, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    if calls.is_empty() {
+        writeln!(
+            w,
+            "study `{name}` has made no LLM calls (a plugin calls the LLM only when strategy.allow has \"llm\")"
+        )?;
+        return Ok(());
+    }
+    let t = db.llm_totals()?;
+    writeln!(
+        w,
+        "study `{name}`: {} LLM calls sent ({} failed), {} replayed from the log; {} prompt + {} completion tokens; {:.1} s in calls",
+        t.calls, t.failed, t.replayed, t.prompt_tokens, t.completion_tokens, t.seconds
+    )?;
+    writeln!(
+        w,
+        "{:>4}  {:<19}  {:<14}  {:<28}  {:<8}  {:>4}  {:>8}  {:>7}  {:>11}",
+        "id", "time (UTC)", "plugin", "model", "outcome", "http", "latency", "retries", "tokens i/o"
+    )?;
+    for c in &calls {
+        let u = alcf_host::utc::UtcTime::from_unix(c.at as i64);
+        let outcome = match c.replay_of {
+            Some(of) => format!("replay:{of}"),
+            None => c.outcome.as_str().to_string(),
+        };
+        writeln!(
+            w,
+            "{:>4}  {:04}-{:02}-{:02} {:02}:{:02}:{:02}  {:<14}  {:<28}  {:<8}  {:>4}  {:>7.2}s  {:>7}  {:>11}",
+            c.id,
+            u.year,
+            u.month,
+            u.day,
+            u.hour,
+            u.minute,
+            u.second,
+            cut(&c.plugin, 14),
+            cut(&c.model, 28),
+            outcome,
+            c.http_status.map_or("-".to_string(), |s| s.to_string()),
+            c.latency_s,
+            c.retries,
+            format!("{}/{}", c.prompt_tokens, c.completion_tokens)
+        )?;
+        if let Some(e) = &c.error
+            && !full
+        {
+            writeln!(w, "      {}", cut(e, 200))?;
+        }
+        if full {
+            let request: Json = serde_json::from_str(&c.request).unwrap_or(Json::Null);
+            for m in request["messages"].as_array().into_iter().flatten() {
+                writeln!(w, "      --- {} ---", m["role"].as_str().unwrap_or("?"))?;
+                for line in m["content"].as_str().unwrap_or("").lines() {
+                    writeln!(w, "      {line}")?;
+                }
+            }
+            if let Some(f) = request.get("response_format") {
+                writeln!(w, "      --- response_format ---\n      {f}")?;
+            }
+            match (&c.content, &c.error) {
+                (_, Some(e)) => writeln!(w, "      --- error ---\n      {e}")?,
+                (Some(content), None) => {
+                    writeln!(w, "      --- answer ---")?;
+                    for line in content.lines() {
+                        writeln!(w, "      {line}")?;
+                    }
+                }
+                (None, None) => {}
+            }
+            writeln!(w)?;
+        }
+    }
+    Ok(())
+}
+
+/// At most `n` characters, with an ellipsis when cut.
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
 }
 
 #[cfg(test)]

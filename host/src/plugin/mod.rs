@@ -33,7 +33,7 @@ pub use sandbox::PluginState;
 
 /// The ABI this host implements: the WIT package and its version.
 pub const ABI_PACKAGE: &str = "alcf:hpo";
-pub const ABI_VERSION: &str = "0.1.0";
+pub const ABI_VERSION: &str = "0.1.1";
 
 /// How often the epoch ticker advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -42,7 +42,7 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "strategy-plugin",
-        imports: { "alcf:hpo/llm.chat": async, default: tracing },
+        imports: { "alcf:hpo/llm.chat": async, "alcf:hpo/llm.chat-structured": async, default: tracing },
         exports: { default: async },
     });
 }

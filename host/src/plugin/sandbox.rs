@@ -172,7 +172,12 @@ pub struct PluginState {
     pub memory: MemoryCap,
     pub(crate) clock: CallClock,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Unique per instance in this process (see [`crate::plugin::capability::llm::LlmCall`]).
+    pub(crate) instance: u64,
 }
+
+/// Numbers plugin instances; only ever compared for equality.
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl PluginState {
     pub fn new(caps: CapabilitySet, memory_bytes: u64, seed: u64) -> PluginState {
@@ -209,6 +214,7 @@ impl PluginState {
             memory: MemoryCap { max_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX), refused: None },
             clock: CallClock::new(),
             stderr_tail,
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -19,6 +19,7 @@
 //! This module knows nothing about plugins or executors; it stores what it is given.
 
 pub mod fs;
+pub mod llm_log;
 pub mod lock;
 
 pub use fs::{Fs, NetFs};
@@ -176,6 +177,24 @@ pub struct StudyMeta {
     pub created_at: f64,
 }
 
+#[cfg(test)]
+impl StudyMeta {
+    /// A small study of one float parameter, for unit tests.
+    pub(crate) fn example() -> StudyMeta {
+        StudyMeta {
+            name: "t".into(),
+            objective: "value".into(),
+            direction: "minimize".into(),
+            seed: 7,
+            space: serde_json::json!([{"name": "x", "type": "float", "low": 0.0, "high": 1.0, "log": false}]),
+            executor: "bench".into(),
+            plugin: "random.wasm".into(),
+            plugin_sha256: "00".into(),
+            created_at: 1.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialRow {
     pub id: u64,
@@ -271,6 +290,26 @@ CREATE TABLE IF NOT EXISTS event (
     trial INTEGER,
     message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS llm_call (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    plugin TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    request TEXT NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    http_status INTEGER,
+    response TEXT,
+    content TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_s REAL NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    attempts TEXT,
+    error TEXT,
+    replay_of INTEGER
+);
+CREATE INDEX IF NOT EXISTS llm_call_request ON llm_call(plugin, request_hash);
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY,
     params TEXT NOT NULL,
@@ -796,17 +835,7 @@ mod tests {
     use super::*;
 
     fn meta() -> StudyMeta {
-        StudyMeta {
-            name: "t".into(),
-            objective: "value".into(),
-            direction: "minimize".into(),
-            seed: 7,
-            space: serde_json::json!([{"name": "x", "type": "float", "low": 0.0, "high": 1.0, "log": false}]),
-            executor: "bench".into(),
-            plugin: "random.wasm".into(),
-            plugin_sha256: "00".into(),
-            created_at: 1.0,
-        }
+        StudyMeta::example()
     }
 
     fn journal_mode(db: &StudyDb) -> String {

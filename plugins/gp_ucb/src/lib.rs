@@ -282,6 +282,20 @@ impl GpCore {
         Some((m * gp.y_std + gp.y_mean, v.sqrt() * gp.y_std))
     }
 
+    /// ARD length scales ℓ_j of the current model in unit-cube units (the kernel weighs squared
+    /// distances by w_j = 1/ℓ_j²), or `None` before there is a model.
+    pub fn lengthscales(&self) -> Option<Vec<f64>> {
+        self.gp.as_ref().map(|g| g.hyper.log_w.iter().map(|lw| (-0.5 * lw).exp()).collect())
+    }
+
+    /// Relevance of each parameter, 1/ℓ_j normalized to sum to 1 (a short length scale means the
+    /// objective changes quickly along that parameter), or `None` before there is a model.
+    pub fn importance(&self) -> Option<Vec<f64>> {
+        let inv: Vec<f64> = self.lengthscales()?.iter().map(|l| 1.0 / l).collect();
+        let total: f64 = inv.iter().sum();
+        (total.is_finite() && total > 0.0).then(|| inv.iter().map(|v| v / total).collect())
+    }
+
     fn candidate_budget(&self, n: usize) -> usize {
         if let Some(c) = self.cfg.candidates {
             return c;
@@ -327,6 +341,12 @@ impl GpCore {
             out.push(x);
         }
         Some(out)
+    }
+
+    /// The core's random stream (hyperparameter restarts, random fallbacks): a strategy built on
+    /// the core that draws its design fallbacks from it too stays identical to gp_ucb.
+    pub fn rng_mut(&mut self) -> &mut Rng {
+        &mut self.rng
     }
 
     /// A random point that is not in `taken` (if one is found in 1000 draws).

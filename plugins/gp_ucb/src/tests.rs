@@ -113,3 +113,18 @@ fn resume_does_not_repeat_the_initial_design() {
         assert!(recs.iter().all(|rec| rec.params != p));
     }
 }
+
+#[test]
+fn importance_follows_the_length_scales() {
+    // The objective depends on the first parameter only: it gets the shortest length scale.
+    let study = Study::new(vec![Param::float("a", 0.0, 1.0), Param::float("b", 0.0, 1.0), Param::float("c", 0.0, 1.0)]);
+    let mut s = GpUcb::new(&study).unwrap();
+    assert_eq!(s.core.importance(), None);
+    native::run(&mut s, &study, 25, 1, |p| Some((6.0 * p[0].value.as_f64().unwrap()).sin())).unwrap();
+    assert!(s.core.update_model());
+    let l = s.core.lengthscales().unwrap();
+    let imp = s.core.importance().unwrap();
+    assert_eq!(l.len(), 3);
+    assert!((imp.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    assert!(imp[0] > imp[1] && imp[0] > imp[2], "{imp:?} from {l:?}");
+}

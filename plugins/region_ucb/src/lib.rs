@@ -17,10 +17,21 @@
 //!    search inside the region). Pending trials enter the GP as kriging-believer fantasies and
 //!    are never proposed again.
 //!
+//! 5. **LLM branch** (the prototype's, off unless `llm = true`): while the exploration factor is
+//!    above 0.5 the trial's proposal is asked of the LLM through the SDK's shared proposal
+//!    machinery (`alcf_plugin_sdk::llm::proposals`: the optimizer's state in the prompt, a JSON
+//!    schema, validation, de-duplication); one call serves every such trial of a suggest (at most
+//!    8 per call). Any failure — an LLM error, a cap, an invalid answer, repeats — falls back to
+//!    steps 4's proposal for that trial, with a logged reason.
+//!
 //! Options: `n_init` (10), `gp_weight` (0.3), `radius` (0.2), `max_regions` (10),
-//! `percentile` (70), `patience` (15), `candidates` (256), and gp_ucb's options (prefixed
-//! `gp_`: `gp_acquisition`, `gp_beta_scale`).
+//! `percentile` (70), `patience` (15), `candidates` (256), gp_ucb's options (prefixed
+//! `gp_`: `gp_acquisition`, `gp_beta_scale`), and the LLM branch's: `llm` (false), `llm_model`
+//! (none: the study's model), `llm_temperature` (0.7), `llm_max_tokens` (none).
 
+use alcf_plugin_sdk::llm::proposals::{
+    self, Fallback, FallbackLog, ModelSummary, PromptInput, Settings, TrialLog, View,
+};
 use alcf_plugin_sdk::*;
 use gp_ucb::{Config, GpCore, next_design_point};
 
@@ -77,10 +88,23 @@ pub fn regions(x: &[Vec<f64>], y: &[f64], radius: f64, max_regions: usize, perce
     out
 }
 
-/// The exploration factor after `t` model-based trials, on a plateau or not.
+/// The exploration factor after `t` model-based trials, on a plateau or not (the prototype's
+/// schedule, shared with llm_guided through the SDK).
 pub fn exploration_factor(t: usize, plateau: bool) -> f64 {
-    let e = (0.7 - 0.05 * (t / 10) as f64).max(0.2);
-    if plateau { (e + 0.2).min(1.0) } else { e }
+    proposals::prototype_factor(t, plateau)
+}
+
+/// The most proposals one LLM call asks for.
+const LLM_PER_CALL: usize = 8;
+
+/// The LLM branch: how to ask, and what the prompt shows.
+struct LlmBranch {
+    view: View,
+    settings: Settings,
+    trials: TrialLog,
+    fallbacks: FallbackLog,
+    objective: String,
+    direction: Direction,
 }
 
 pub struct RegionUcb {
@@ -96,6 +120,8 @@ pub struct RegionUcb {
     candidates: usize,
     /// Best value after each completed trial, to detect plateaus.
     best_trace: Vec<f64>,
+    /// `None` unless the `llm` option is on.
+    llm: Option<LlmBranch>,
 }
 
 impl RegionUcb {
@@ -138,6 +164,45 @@ impl RegionUcb {
         }
         best.map(|b| b.1)
     }
+
+    /// Asks the LLM for `count` proposals new to `taken` (pending and batch points); logs and
+    /// returns nothing on failure.
+    fn llm_proposals(&mut self, count: usize, taken: &[Vec<f64>], position: usize) -> Vec<Vec<f64>> {
+        let Some(b) = self.llm.as_mut() else { return Vec::new() };
+        let model = ModelSummary {
+            predictions: Vec::new(),
+            importance: if self.core.update_model() { self.core.importance().unwrap_or_default() } else { Vec::new() },
+        };
+        let mut known: Vec<Vec<f64>> = self.core.history.all_points().cloned().collect();
+        known.extend(taken.iter().cloned());
+        let input = PromptInput {
+            objective: &b.objective,
+            direction: b.direction,
+            log: &b.trials,
+            pending: taken,
+            model: Some(&model),
+            count,
+        };
+        match proposals::ask(&b.view, &input, &b.settings, &known) {
+            Ok(a) => {
+                info!(
+                    "llm: trials {position}..: {} of {count} proposals used ({}, {}+{} tokens; {} rejected, {} repeats, {} clamped)",
+                    a.points.len(),
+                    a.response.model,
+                    a.response.prompt_tokens,
+                    a.response.completion_tokens,
+                    a.rejected.len(),
+                    a.duplicates,
+                    a.clamped
+                );
+                a.points
+            }
+            Err(f) => {
+                b.fallbacks.report(position, &f, "region UCB");
+                Vec::new()
+            }
+        }
+    }
 }
 
 impl Strategy for RegionUcb {
@@ -147,7 +212,7 @@ impl Strategy for RegionUcb {
             env!("CARGO_PKG_VERSION"),
             "Region-based UCB exploration around the best trials, blended with GP-UCB proposals",
         )
-        .with_capabilities(&["log"])
+        .with_capabilities(&["log", "llm"])
     }
 
     fn new(study: &Study) -> Result<Self, String> {
@@ -162,6 +227,10 @@ impl Strategy for RegionUcb {
             "candidates",
             "gp_acquisition",
             "gp_beta_scale",
+            "llm",
+            "llm_model",
+            "llm_temperature",
+            "llm_max_tokens",
         ])?;
         let mut gp_opts = String::from("{");
         if let Some(a) = o.get("gp_acquisition").and_then(|v| v.as_str()) {
@@ -177,6 +246,38 @@ impl Strategy for RegionUcb {
         let d = study.space.len();
         let cfg = Config::from_options(&Options::parse(&gp_opts)?, d)?;
         let core = GpCore::new(study, cfg)?;
+        let llm = if o.bool("llm", false)? {
+            let temperature = o.f64("llm_temperature", 0.7)?;
+            if !(0.0..=2.0).contains(&temperature) {
+                return Err(Options::invalid("llm_temperature", "must be in [0, 2]"));
+            }
+            let max_tokens = match o.get("llm_max_tokens") {
+                None | Some(Json::Null) => None,
+                _ => match o.usize("llm_max_tokens", 0)? {
+                    m @ 1..=0xffff_ffff => Some(m as u32),
+                    _ => return Err(Options::invalid("llm_max_tokens", "must be a positive integer")),
+                },
+            };
+            let model = match o.get("llm_model") {
+                None | Some(Json::Null) => None,
+                _ => Some(o.string("llm_model", "")?).filter(|m| !m.trim().is_empty()),
+            };
+            Some(LlmBranch {
+                view: View::new(&core.space, false, false, study.seed),
+                settings: Settings { model, temperature: Some(temperature), max_tokens },
+                trials: TrialLog::default(),
+                fallbacks: FallbackLog::default(),
+                objective: study.objective.clone(),
+                direction: study.direction,
+            })
+        } else {
+            for k in ["llm_model", "llm_temperature", "llm_max_tokens"] {
+                if o.get(k).is_some() {
+                    return Err(Options::invalid(k, "needs `llm = true`"));
+                }
+            }
+            None
+        };
         let percentile = o.f64("percentile", 70.0)?;
         if !(0.0..100.0).contains(&percentile) {
             return Err(Options::invalid("percentile", "must be in [0, 100)"));
@@ -193,6 +294,7 @@ impl Strategy for RegionUcb {
             patience: o.usize("patience", 15)?.max(1),
             candidates: o.usize("candidates", 256)?.max(1),
             best_trace: Vec::new(),
+            llm,
         })
     }
 
@@ -200,9 +302,50 @@ impl Strategy for RegionUcb {
         let space = self.core.space.clone();
         let mut taken = encode_trials(&space, pending);
         let mut out = Vec::with_capacity(count);
-        for _ in 0..count {
+        let base = self.core.history.n_finished() + taken.len();
+        let plateau = self.plateau();
+        // The prototype's branch: trials whose exploration factor exceeds 0.5 go to the LLM.
+        let llm_slot = |k: usize| {
+            let started = base + k;
+            started >= self.n_init && exploration_factor(started - self.n_init, plateau) > 0.5
+        };
+        let llm_slots: Vec<usize> = match &self.llm {
+            Some(_) if self.core.history.len() >= 2 => (0..count).filter(|&k| llm_slot(k)).collect(),
+            _ => Vec::new(),
+        };
+        let mut llm_queue: std::collections::VecDeque<Vec<f64>> = Default::default();
+        // LLM slots covered by calls so far; a failed call is not retried in this suggest.
+        let mut covered = 0;
+        let mut llm_failed = false;
+        for k in 0..count {
             let started = self.core.history.n_finished() + taken.len();
-            let x = if started < self.n_init || self.core.history.len() < 2 {
+            let llm_index = llm_slots.iter().position(|&s| s == k);
+            if let Some(i) = llm_index
+                && i >= covered
+                && !llm_failed
+            {
+                let n = (llm_slots.len() - i).min(LLM_PER_CALL);
+                covered = i + n;
+                llm_queue = self.llm_proposals(n, &taken, started).into();
+                llm_failed = llm_queue.is_empty();
+            }
+            let from_llm = match llm_index {
+                // Batch points chosen since the call may have taken an LLM proposal's place.
+                Some(_) => std::iter::from_fn(|| llm_queue.pop_front())
+                    .find(|x| !taken.iter().any(|t| space.same_point(t, x, proposals::DUPLICATE_TOL))),
+                None => None,
+            };
+            if llm_index.is_some()
+                && from_llm.is_none()
+                && !llm_failed
+                && let Some(b) = self.llm.as_mut()
+            {
+                let why = Fallback { kind: "short-answer", message: "too few new valid proposals".into() };
+                b.fallbacks.report(started, &why, "region UCB");
+            }
+            let x = if let Some(x) = from_llm {
+                x
+            } else if started < self.n_init || self.core.history.len() < 2 {
                 let mut all = taken.clone();
                 all.extend(self.core.history.all_points().cloned());
                 next_design_point(&space, &mut self.halton, &mut self.rng, &all)
@@ -227,6 +370,9 @@ impl Strategy for RegionUcb {
 
     fn observe(&mut self, outcomes: &[Outcome]) -> Result<(), String> {
         self.core.observe(outcomes)?;
+        if let Some(b) = self.llm.as_mut() {
+            b.trials.observe(&self.core.space, outcomes);
+        }
         for o in outcomes {
             let prev = self.best_trace.last().copied().unwrap_or(f64::INFINITY);
             let v = match (o.status, o.value) {
@@ -288,5 +434,100 @@ mod tests {
         native::run(&mut RegionUcb::new(&study).unwrap(), &study, 20, 2, |_| Some(1.0)).unwrap();
         let tiny = Study::new(vec![Param::int("a", 0, 3), Param::choice("c", &["x", "y"])]);
         native::run(&mut RegionUcb::new(&tiny).unwrap(), &tiny, 20, 4, |_| Some(0.0)).unwrap();
+    }
+
+    mod llm_branch {
+        use super::*;
+        use alcf_plugin_sdk::llm::{self, ChatRequest, ChatResponse, LlmError};
+        use std::cell::RefCell;
+        use std::rc::Rc;
+
+        fn study(options: &str) -> Study {
+            Study::new((0..3).map(|i| Param::float(&format!("x{i}"), 0.0, 1.0)).collect())
+                .with_seed(5)
+                .with_options(options)
+        }
+
+        fn run(options: &str, n: usize) -> Vec<Params> {
+            let f = alcf_testfns::hartmann3();
+            let obj = |p: &Params| Some(f.eval_f64(&p.iter().map(|a| a.value.as_f64().unwrap()).collect::<Vec<_>>()));
+            let st = study(options);
+            native::run(&mut RegionUcb::new(&st).unwrap(), &st, n, 3, obj)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.params)
+                .collect()
+        }
+
+        /// A backend answering `answer(call index, count asked)`, counting calls.
+        fn script(
+            mut answer: impl FnMut(usize, usize) -> Result<String, LlmError> + 'static,
+        ) -> Rc<RefCell<Vec<ChatRequest>>> {
+            let calls: Rc<RefCell<Vec<ChatRequest>>> = Rc::default();
+            let rec = calls.clone();
+            llm::set_native_backend(Box::new(move |req: &ChatRequest, s: Option<(&str, &str)>| {
+                assert_eq!(s.map(|s| s.0), Some("proposals"));
+                let i = rec.borrow().len();
+                rec.borrow_mut().push(req.clone());
+                let user = &req.messages[1].content;
+                let block = user.split("```json\n").nth(1).unwrap().split("\n```").next().unwrap();
+                let k = Json::parse(block).unwrap().get("count").unwrap().as_f64().unwrap() as usize;
+                Ok(ChatResponse {
+                    content: answer(i, k)?,
+                    model: "scripted".into(),
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                })
+            }));
+            calls
+        }
+
+        #[test]
+        fn off_by_default_and_every_failure_falls_back_exactly() {
+            let calls = script(|_, _| Ok("{}".into()));
+            let plain = run("{}", 30);
+            assert!(calls.borrow().is_empty(), "llm = false never calls the LLM");
+            for answer in [Err(LlmError::NotGranted("llm cap reached".into())), Ok("not json".into())] {
+                let calls = script(move |_, _| answer.clone());
+                assert_eq!(run(r#"{"llm": true}"#, 30), plain);
+                assert!(!calls.borrow().is_empty());
+            }
+            llm::clear_native_backend();
+            assert_eq!(run(r#"{"llm": true}"#, 30), plain);
+        }
+
+        #[test]
+        fn exploring_trials_take_the_llm_proposals() {
+            let calls = script(|i, k| {
+                let items: Vec<String> = (0..k)
+                    .map(|j| {
+                        let u = ((i * 8 + j) as f64 * 0.618_034) % 1.0;
+                        format!(r#"{{"x0": {u}, "x1": 0.5, "x2": {}}}"#, 1.0 - u)
+                    })
+                    .collect();
+                Ok(format!(r#"{{"proposals": [{}]}}"#, items.join(",")))
+            });
+            let got = run(r#"{"llm": true, "llm_temperature": 0.2}"#, 60);
+            llm::clear_native_backend();
+            // Trials 10..49 explore (factor > 0.5, unless a plateau extends it): they are the LLM's.
+            for p in &got[10..50] {
+                assert_eq!(p[1].value, Value::Float(0.5), "{p:?}");
+            }
+            assert!(got[..10].iter().all(|p| p[1].value != Value::Float(0.5)));
+            let calls = calls.borrow();
+            assert!(calls.len() >= 14 && calls.len() <= 40, "{}", calls.len());
+            assert_eq!(calls[0].temperature, Some(0.2));
+            assert!(calls[0].messages[1].content.contains("\"best\""));
+        }
+
+        #[test]
+        fn llm_options_are_checked() {
+            let err = |o: &str| RegionUcb::new(&study(o)).err().unwrap();
+            assert!(err(r#"{"llm_model": "m"}"#).starts_with("options: `llm_model` needs"));
+            assert!(err(r#"{"llm": true, "llm_temperature": 5}"#).starts_with("options: `llm_temperature`"));
+            assert!(err(r#"{"llm": true, "llm_max_tokens": 0}"#).starts_with("options: `llm_max_tokens`"));
+            assert!(err(r#"{"llm": 1}"#).starts_with("options: `llm`"));
+            assert!(RegionUcb::new(&study(r#"{"llm": true, "llm_model": "m", "llm_max_tokens": 500}"#)).is_ok());
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! # alcf-plugin-sdk
 //!
-//! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.1.0`, world
+//! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.1.1`, world
 //! `strategy-plugin`). A plugin author implements [`Strategy`] and calls [`export_strategy!`]:
 //!
 //! ```
@@ -28,13 +28,16 @@
 //! Helpers: [`Space`] (search space ⇄ unit cube), [`Rng`] (seeded xoshiro256++), [`History`]
 //! (finished trials, lower is better), [`Halton`] (scrambled quasi-random points), [`Options`]
 //! (the JSON plugin options), logging macros ([`info!`], [`warn!`], ...), and [`native`] (drive
-//! a strategy natively, for tests and benchmarks). Everything but the export layer is plain Rust
-//! that builds and tests on the host target.
+//! a strategy natively, for tests and benchmarks), and [`llm`] (chat completions through the host's
+//! `llm` import, a scripted native backend for tests, and [`llm::proposals`]: the prompt, schema,
+//! validation and schedules shared by LLM-guided strategies). Everything but the export layer is
+//! plain Rust that builds and tests on the host target.
 
 extern crate self as alcf_plugin_sdk;
 
 pub mod history;
 pub mod json;
+pub mod llm;
 pub mod logging;
 pub mod native;
 pub mod normal;
@@ -53,7 +56,7 @@ pub use space::Space;
 pub use types::*;
 
 /// The ABI version this SDK builds plugins for.
-pub const ABI_VERSION: &str = "alcf:hpo@0.1.0";
+pub const ABI_VERSION: &str = "alcf:hpo@0.1.1";
 
 /// Generated bindings of the `strategy-plugin` world (an implementation detail of
 /// [`export_strategy!`]; plugin code should not need them).

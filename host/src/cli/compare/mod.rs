@@ -177,6 +177,8 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Faults the sandbox contained (the plugin was restarted and the run went on).
     pub warnings: Vec<String>,
+    /// What the strategy spent on the LLM (from the study's audit log; --config only).
+    pub llm: alcf_host::study::llm_log::LlmTotals,
 }
 
 impl RunResult {
@@ -193,6 +195,7 @@ impl RunResult {
             elapsed_s: 0.0,
             error: None,
             warnings: Vec::new(),
+            llm: Default::default(),
         }
     }
 
@@ -845,6 +848,7 @@ fn read_study(dir: &Path, metric: &Metric, run: &mut RunResult) -> anyhow::Resul
         let value = if row.state == TrialState::Completed { row.value } else { None };
         push_trial(run, metric, row.id, row.params.clone(), value, None);
     }
+    run.llm = db.llm_totals()?;
     Ok(())
 }
 

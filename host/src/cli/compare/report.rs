@@ -49,6 +49,10 @@ pub struct StrategySummary {
     pub observe_ms: Option<f64>,
     /// Faults the sandbox contained by restarting the plugin (the runs went on).
     pub contained_faults: usize,
+    /// LLM calls sent, tokens (prompt + completion) and seconds spent in them, summed over runs.
+    pub llm_calls: u64,
+    pub llm_tokens: u64,
+    pub llm_s: f64,
 }
 
 pub fn auc_definition(metric: &Metric) -> String {
@@ -130,6 +134,9 @@ pub fn summarize(c: &Comparison) -> Vec<StrategySummary> {
                 suggest_ms: (suggestions > 0).then(|| suggest_s / f64::from(suggestions) * 1e3),
                 observe_ms: (observes > 0).then(|| observe_s / f64::from(observes) * 1e3),
                 contained_faults: runs.iter().map(|r| r.warnings.len()).sum(),
+                llm_calls: runs.iter().map(|r| r.llm.calls).sum(),
+                llm_tokens: runs.iter().map(|r| r.llm.prompt_tokens + r.llm.completion_tokens).sum(),
+                llm_s: runs.iter().map(|r| r.llm.seconds).sum(),
             }
         })
         .collect()
@@ -162,6 +169,12 @@ pub fn text_table(c: &Comparison, rows: &[StrategySummary]) -> String {
         auc_head,
         "suggest ms".into(),
     ];
+    // LLM columns only when some strategy used the LLM: most comparisons have none.
+    let llm = rows.iter().any(|r| r.llm_calls > 0);
+    let mut header = header;
+    if llm {
+        header.extend(["LLM calls".to_string(), "LLM tokens".into(), "LLM s".into()]);
+    }
     let mut table: Vec<Vec<String>> = vec![header];
     for r in rows {
         let runs = if r.failed > 0 {
@@ -181,6 +194,10 @@ pub fn text_table(c: &Comparison, rows: &[StrategySummary]) -> String {
             r.auc.map_or("-".into(), |x| format!("{x:.3}")),
             ms(r.suggest_ms),
         ]);
+        if llm {
+            let row = table.last_mut().expect("just pushed");
+            row.extend([r.llm_calls.to_string(), r.llm_tokens.to_string(), format!("{:.1}", r.llm_s)]);
+        }
     }
     let widths: Vec<usize> =
         (0..table[0].len()).map(|i| table.iter().map(|row| row[i].chars().count()).max().unwrap_or(0)).collect();
@@ -249,6 +266,12 @@ fn markdown(c: &Comparison, rows: &[StrategySummary]) -> String {
         "- **suggest ms**: host-measured wall time of `suggest` calls inside the sandbox, divided by the suggestions they returned (instantiating the plugin is not counted){}.",
         if c.metric.is_regret() { "" } else { "; not measured with --config" }
     );
+    if rows.iter().any(|r| r.llm_calls > 0) {
+        let _ = writeln!(
+            md,
+            "- **LLM calls / tokens / s**: calls sent to the LLM service (replayed answers not counted), prompt + completion tokens and seconds spent in those calls, summed over repeats (from each study's llm_call log; `alcf-host study llm-log STUDY` lists them)."
+        );
+    }
     let failures: Vec<_> = rows.iter().flat_map(|r| r.failures.iter().map(move |f| (&r.name, f))).collect();
     if !failures.is_empty() {
         let _ = writeln!(md, "\n## Failed runs\n");
@@ -359,6 +382,9 @@ pub fn summary_json(c: &Comparison, rows: &[StrategySummary]) -> serde_json::Val
                 "trials": r.trials.len(), "final": r.final_metric(&c.metric),
                 "suggestions": r.suggestions, "suggest_s": r.suggest_s, "observe_calls": r.observe_calls,
                 "observe_s": r.observe_s, "elapsed_s": r.elapsed_s, "error": r.error, "contained_faults": r.warnings,
+                "llm_calls": r.llm.calls, "llm_replayed": r.llm.replayed, "llm_failed": r.llm.failed,
+                "llm_prompt_tokens": r.llm.prompt_tokens, "llm_completion_tokens": r.llm.completion_tokens,
+                "llm_s": r.llm.seconds,
             })
         })
         .collect();

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Capability;
@@ -30,6 +31,15 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     /// Ask for a JSON object response.
     pub json: bool,
+    /// `chat-structured`: the answer must match this JSON Schema.
+    pub schema: Option<JsonSchema>,
+}
+
+/// A `response_format` `json_schema` constraint: its name and the schema (parsed JSON).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonSchema {
+    pub name: String,
+    pub schema: serde_json::Value,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -57,9 +67,20 @@ pub enum LlmError {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// One `llm.chat` or `llm.chat-structured` call, with who made it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmCall {
+    /// The plugin's name (one study may record calls of several plugins).
+    pub plugin: Arc<str>,
+    /// Which instance of the plugin asked: unique in this process. A restarted plugin (or a resumed
+    /// study) is a new instance, which the service uses to replay recorded answers in order.
+    pub instance: u64,
+    pub request: ChatRequest,
+}
+
 /// An LLM service. Boxed futures keep the trait object-safe (one backend chosen at run time).
 pub trait LlmBackend: Send + Sync {
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, LlmError>>;
+    fn chat(&self, call: LlmCall) -> BoxFuture<'_, Result<ChatResponse, LlmError>>;
 }
 
 fn request_from_wit(r: wit::ChatRequest) -> ChatRequest {
@@ -69,6 +90,7 @@ fn request_from_wit(r: wit::ChatRequest) -> ChatRequest {
         temperature: r.temperature,
         max_tokens: r.max_tokens,
         json: r.json,
+        schema: None,
     }
 }
 
@@ -82,8 +104,44 @@ fn error_to_wit(e: LlmError) -> wit::LlmError {
     }
 }
 
+/// Checks `chat-structured`'s name and schema before anything is sent.
+fn schema_from_wit(name: String, schema: &str) -> Result<JsonSchema, LlmError> {
+    let name_ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !name_ok {
+        return Err(LlmError::InvalidRequest(format!(
+            "chat-structured: schema name {:?} must be 1-64 letters, digits, `_` or `-`",
+            super::log::cut_line(&name)
+        )));
+    }
+    let schema: serde_json::Value = serde_json::from_str(schema)
+        .map_err(|e| LlmError::InvalidRequest(format!("chat-structured: the schema is not JSON: {e}")))?;
+    if !schema.is_object() {
+        return Err(LlmError::InvalidRequest("chat-structured: the schema must be a JSON object".into()));
+    }
+    Ok(JsonSchema { name, schema })
+}
+
 impl wit::Host for PluginState {
+    async fn chat_structured(
+        &mut self,
+        request: wit::ChatRequest,
+        name: String,
+        schema: String,
+    ) -> Result<wit::ChatResponse, wit::LlmError> {
+        let schema = schema_from_wit(name, &schema).map_err(error_to_wit)?;
+        let mut request = request_from_wit(request);
+        request.schema = Some(schema);
+        self.llm_call(request).await
+    }
+
     async fn chat(&mut self, request: wit::ChatRequest) -> Result<wit::ChatResponse, wit::LlmError> {
+        self.llm_call(request_from_wit(request)).await
+    }
+}
+
+impl PluginState {
+    async fn llm_call(&mut self, request: ChatRequest) -> Result<wit::ChatResponse, wit::LlmError> {
         if !self.caps.check(Capability::Llm, "llm.chat") {
             return Err(wit::LlmError::NotGranted(self.caps.not_granted(Capability::Llm)));
         }
@@ -92,7 +150,11 @@ impl wit::Host for PluginState {
         };
         let timeout = self.caps.llm_timeout();
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, backend.chat(request_from_wit(request))).await;
+        let result = tokio::time::timeout(
+            timeout,
+            backend.chat(LlmCall { plugin: self.caps.plugin().clone(), instance: self.instance, request }),
+        )
+        .await;
         self.clock.add_host_time(started.elapsed());
         match result {
             Err(_) => Err(wit::LlmError::Unavailable(format!(

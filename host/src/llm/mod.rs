@@ -1,0 +1,79 @@
+//! The LLM behind the `llm` capability: an OpenAI-compatible client ([`client`]: retries, cold
+//! models, token refresh) and the study-side service ([`service`]: allowed models, caps, the audit
+//! log, replay).
+//!
+//! This module knows nothing about plugins beyond the capability's request type, and nothing about
+//! how tokens are obtained beyond [`client::TokenSource`]: [`connect`] plugs in Globus
+//! ([`crate::auth`]) or no token at all.
+
+pub mod client;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{self, AccessToken, AuthConfig, Credentials};
+use crate::config::{LlmAuth, LlmConfig};
+use crate::plugin::capability::llm::BoxFuture;
+use crate::study::StudyDb;
+use client::{ChatClient, ClientConfig, ClientError, TokenSource};
+pub use service::LlmService;
+
+/// The service for one study, from `[llm]`: its client, credentials and audit log.
+pub fn connect(cfg: &LlmConfig, log: Arc<StudyDb>) -> Result<LlmService, ClientError> {
+    let tokens: Arc<dyn TokenSource> = match cfg.auth {
+        LlmAuth::Globus => Arc::new(GlobusTokens(Credentials::new(AuthConfig::from_env()))),
+        LlmAuth::None => Arc::new(NoToken),
+    };
+    let client = ChatClient::new(client_config(cfg), tokens.clone())?;
+    Ok(LlmService::new(cfg.clone(), client, tokens, log))
+}
+
+pub fn client_config(cfg: &LlmConfig) -> ClientConfig {
+    ClientConfig {
+        base_url: cfg.base_url.clone(),
+        jobs_url: cfg.jobs_url.clone(),
+        attempt_timeout: cfg.attempt_timeout,
+        cold_wait: cfg.cold_wait,
+        max_retries: cfg.max_retries,
+        backoff_base: Duration::from_secs(1),
+        backoff_cap: Duration::from_secs(60),
+    }
+}
+
+/// Sophia's tokens from the user's Globus login.
+struct GlobusTokens(Credentials);
+
+impl TokenSource for GlobusTokens {
+    fn token(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async move {
+            self.0.access_token(&auth::SOPHIA).await.map(|t| Some(t.secret().to_string())).map_err(|e| e.to_string())
+        })
+    }
+
+    fn refresh(&self, rejected: String) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let rejected = AccessToken::new(rejected);
+            self.0
+                .refresh_after_rejection(&auth::SOPHIA, &rejected)
+                .await
+                .map(|t| t.secret().to_string())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A server of the user's own that wants no Authorization header.
+struct NoToken;
+
+impl TokenSource for NoToken {
+    fn token(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn refresh(&self, _rejected: String) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async {
+            Err("the LLM service asked for credentials, but [llm] auth = \"none\": set auth = \"globus\" and run `alcf-host auth login`".to_string())
+        })
+    }
+}
