@@ -253,6 +253,22 @@ class RoutesTest(unittest.TestCase):
         self.assertEqual(st, 200, answer)
         self.s.wait(answer["tasks"][fid], timeout=30)
 
+    def test_task_limit_counts_function_code_and_arguments(self):
+        s = Server("--token", "good-token", "--max-payload", "2000")
+        try:
+            fid = s.register("big", "def big():\n    return %r\n" % ("y" * 1500))
+            st, answer, _ = s.submit(fid, [json_task(["x" * 600])])
+            self.assertEqual((st, answer["code"]), (413, "TASK_PAYLOAD_TOO_LARGE"))
+            self.assertRegex(answer["reason"], r"^Payload for task \S+ in task group \S+ is too large: \d+ bytes > "
+                             r"2000 bytes \(\d+ bytes due to serialized function code, \d+ bytes due to arguments\)$")
+            self.assertEqual(answer["error_args"][2:], [2000, len(st_function("big", "def big():\n    return %r\n"
+                                                                              % ("y" * 1500))),
+                                                        len(json_task(["x" * 600]))])
+            self.assertEqual(s.control("GET", "tasks"), {})
+            self.assertEqual(s.submit(fid, [json_task([])])[0], 200)
+        finally:
+            s.close()
+
     def test_endpoint_status(self):
         st, body, _ = self.s.request("GET", "/v2/endpoints/%s/status" % EP)
         self.assertEqual(st, 200)
