@@ -5,7 +5,8 @@
 #   bash scripts/setup-globus-sdk.sh      # prints the venv's python path on its last line
 #
 # Environment: ALCF_GLOBUS_SDK (default <repo>/target/globus-sdk): where the venv goes.
-# Needs python3 (3.9+, with the venv module) and pip access to PyPI the first time.
+# Needs a python >= 3.10 with the venv module (the SDK's Requires-Python; ALCF_GLOBUS_PYTHON, default python3)
+# and pip access to PyPI the first time.
 # Idempotent: when the venv already imports the pinned version, it only prints the path.
 set -euo pipefail
 
@@ -25,7 +26,12 @@ PYEOF
 
 if ! have; then
   echo "setup-globus-sdk: installing globus-compute-sdk==$VERSION into $VENV" >&2
-  python3 -m venv "$VENV"
+  BASE="${ALCF_GLOBUS_PYTHON:-python3}"
+  if ! "$BASE" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    echo "setup-globus-sdk: $BASE is $("$BASE" -V 2>&1); globus-compute-sdk $VERSION needs >= 3.10 (set ALCF_GLOBUS_PYTHON)" >&2
+    exit 1
+  fi
+  "$BASE" -m venv "$VENV"
   "$PY" -m pip install --quiet --disable-pip-version-check "globus-compute-sdk==$VERSION" >&2
   have || { echo "setup-globus-sdk: globus-compute-sdk $VERSION does not import from $PY" >&2; exit 1; }
 fi
