@@ -25,12 +25,12 @@ PYEOF
 }
 
 if ! have; then
-  echo "setup-globus-sdk: installing globus-compute-sdk==$VERSION into $VENV" >&2
   BASE="${ALCF_GLOBUS_PYTHON:-python3}"
   if ! "$BASE" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
     echo "setup-globus-sdk: $BASE is $("$BASE" -V 2>&1); globus-compute-sdk $VERSION needs >= 3.10 (set ALCF_GLOBUS_PYTHON)" >&2
     exit 1
   fi
+  echo "setup-globus-sdk: installing globus-compute-sdk==$VERSION into $VENV ($("$BASE" -V 2>&1))" >&2
   "$BASE" -m venv "$VENV"
   "$PY" -m pip install --quiet --disable-pip-version-check "globus-compute-sdk==$VERSION" >&2
   have || { echo "setup-globus-sdk: globus-compute-sdk $VERSION does not import from $PY" >&2; exit 1; }
