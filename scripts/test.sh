@@ -55,6 +55,10 @@ bash tests/pbs/run-tests.sh 2>&1 | tee -a "$log"
 step "tests: the test doubles of Sophia's gateway and Globus Auth (tests/doubles)"
 bash tests/doubles/run-tests.sh 2>&1 | tee -a "$log"
 
+step "tests: the Globus Compute service double, its wire format against the real globus-compute-sdk (tests/globus)"
+bash scripts/setup-globus-sdk.sh >/dev/null
+bash tests/globus/run-tests.sh 2>&1 | tee -a "$log"
+
 # First, so that target/release/alcf-trainer is the default build again afterwards.
 step "tests: alcf-trainer --features xpu (the XPU shim compiles and links; --device xpu refuses on this CPU-only libtorch)"
 cargo test -p alcf-trainer --release --features xpu --lib --test xpu 2>&1 | tee -a "$log"
