@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod compare;
+mod globus;
 mod llm;
 mod newuser;
 mod pbs;

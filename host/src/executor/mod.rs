@@ -28,6 +28,7 @@
 
 pub mod argv;
 pub mod bench;
+pub mod globus;
 pub mod local;
 pub mod pbs;
 pub mod process;
