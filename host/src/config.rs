@@ -132,6 +132,29 @@ enum FileExecutor {
         rerun: Rerun,
     },
     Pbs(Box<FilePbs>),
+    Globus(Box<FileGlobus>),
+}
+
+/// `kind = "globus"`: see docs/config.md and docs/globus.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGlobus {
+    endpoint: String,
+    remote_dir: String,
+    code_dir: Option<String>,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    setup: Vec<String>,
+    timeout_s: Option<f64>,
+    #[serde(default)]
+    rerun: Rerun,
+    poll_interval_s: Option<f64>,
+    base_url: Option<String>,
+    max_requests: Option<u32>,
+    rate_window_s: Option<f64>,
+    log_tail_lines: Option<u32>,
 }
 
 /// `kind = "pbs"`: see docs/config.md and docs/aurora.md.
@@ -284,6 +307,39 @@ pub enum ExecutorConfig {
     Bench { function: String, dim: Option<usize>, delay: Option<Duration> },
     Local(LocalConfig),
     Pbs(Box<PbsExecutorConfig>),
+    Globus(Box<GlobusExecutorConfig>),
+}
+
+/// Globus Compute's web service.
+pub const GLOBUS_COMPUTE_URL: &str = "https://compute.api.globus.org";
+
+/// The `[executor]` section for `kind = "globus"`: trials as Globus Compute tasks on the user's
+/// endpoint (on an Aurora login node, which submits PBS jobs itself).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobusExecutorConfig {
+    /// The endpoint's UUID (`globus-compute-endpoint list`), lower-case.
+    pub endpoint: String,
+    /// The shared-file-system directory on the endpoint's side that holds one directory per study.
+    pub remote_dir: String,
+    /// What `{config_dir}` stands for on the endpoint: where the user put the training code.
+    pub code_dir: String,
+    /// As the local executor's; `{trial_dir}` and `{params}` are the trial's on the endpoint.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Shell lines run before the command, in the same shell (`module load frameworks`).
+    pub setup: Vec<String>,
+    /// Wall-clock limit per trial, enforced on the endpoint (exit status 124).
+    pub timeout: Option<Duration>,
+    pub rerun: Rerun,
+    /// How often the endpoint and the tasks in flight are asked about (2 requests per cycle).
+    pub poll_interval: Duration,
+    /// The service's base URL; https, or http to a loopback address (tests).
+    pub base_url: String,
+    /// Requests per `rate_window`, at most, from this host (the service allows 20 per 10 s).
+    pub max_requests: u32,
+    pub rate_window: Duration,
+    /// Lines of the trial's log returned with its result.
+    pub log_tail_lines: u32,
 }
 
 /// How trials are placed on PBS jobs.
@@ -548,6 +604,113 @@ fn pbs_config(
     })
 }
 
+/// Checks and fills in `kind = "globus"`.
+fn globus_config(
+    g: FileGlobus,
+    span: std::ops::Range<usize>,
+    text: &str,
+    path: &Path,
+) -> Result<GlobusExecutorConfig, ConfigError> {
+    let lines = Lines(text);
+    let invalid = |key: &str, message: String| {
+        let line = key_line(text, span.clone(), key.trim_start_matches("executor."), &lines);
+        ConfigError::Invalid { path: path.into(), line, field: key.to_string(), message }
+    };
+    if g.command.is_empty() || g.command[0].is_empty() {
+        return Err(invalid("executor.command", "must name a program".into()));
+    }
+    let endpoint = g.endpoint.trim().to_ascii_lowercase();
+    if !is_uuid(&endpoint) {
+        return Err(invalid(
+            "executor.endpoint",
+            format!(
+                "{:?} is not an endpoint id: give the UUID that `globus-compute-endpoint list` prints on Aurora",
+                g.endpoint
+            ),
+        ));
+    }
+    let absolute = |key: &str, dir: &str| {
+        if dir.starts_with('/') && !dir.contains(['\n', '\0']) {
+            Ok(dir.trim_end_matches('/').to_string())
+        } else {
+            Err(invalid(
+                key,
+                format!(
+                    "{dir:?} must be an absolute path on the endpoint's file system, e.g. \"/lus/flare/projects/MyProject/me/alcf-host\""
+                ),
+            ))
+        }
+    };
+    let remote_dir = absolute("executor.remote_dir", &g.remote_dir)?;
+    let code_dir = match &g.code_dir {
+        Some(d) => absolute("executor.code_dir", d)?,
+        None => remote_dir.clone(),
+    };
+    for (i, line) in g.setup.iter().enumerate() {
+        if line.contains(['\n', '\r', '\0']) {
+            return Err(invalid(
+                "executor.setup",
+                format!("entry {i} holds a line break or NUL: give one shell line per entry"),
+            ));
+        }
+    }
+    let timeout = match g.timeout_s {
+        Some(t) if !(t > 0.0 && t.is_finite()) => return Err(invalid("executor.timeout_s", "must be positive".into())),
+        t => t.map(Duration::from_secs_f64),
+    };
+    let poll_interval = match g.poll_interval_s {
+        None => Duration::from_secs(15),
+        Some(s) if s.is_finite() && (0.05..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+        Some(_) => {
+            return Err(invalid(
+                "executor.poll_interval_s",
+                "must be between 0.05 and 3600 seconds (15 suits Globus Compute's 20 requests per 10 s)".into(),
+            ));
+        }
+    };
+    let base_url = g.base_url.unwrap_or_else(|| GLOBUS_COMPUTE_URL.to_string()).trim_end_matches('/').to_string();
+    let loopback = ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:"];
+    if !(base_url.starts_with("https://") || loopback.iter().any(|p| format!("{base_url}/").starts_with(p))) {
+        return Err(invalid(
+            "executor.base_url",
+            format!(
+                "{base_url:?}: give an https:// URL (plain http only to 127.0.0.1, for tests); the default is {GLOBUS_COMPUTE_URL}"
+            ),
+        ));
+    }
+    let max_requests = g.max_requests.unwrap_or(20);
+    if max_requests == 0 {
+        return Err(invalid("executor.max_requests", "must be at least 1 (the service allows 20 per 10 s)".into()));
+    }
+    let rate_window = match g.rate_window_s {
+        None => Duration::from_secs(10),
+        Some(s) if s.is_finite() && (0.1..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+        Some(_) => return Err(invalid("executor.rate_window_s", "must be between 0.1 and 3600 seconds".into())),
+    };
+    Ok(GlobusExecutorConfig {
+        endpoint,
+        remote_dir,
+        code_dir,
+        command: g.command,
+        env: g.env,
+        setup: g.setup,
+        timeout,
+        rerun: g.rerun,
+        poll_interval,
+        base_url,
+        max_requests,
+        rate_window,
+        log_tail_lines: g.log_tail_lines.unwrap_or(50).clamp(1, 1000),
+    })
+}
+
+/// A UUID in its 8-4-4-4-12 hex form.
+pub fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// `~/x` as the user's home; anything else as written.
 pub fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
@@ -709,6 +872,7 @@ impl Config {
                     ExecutorConfig::Local(LocalConfig { command, timeout, env, workdir: Some(base.clone()), rerun })
                 }
                 FileExecutor::Pbs(p) => ExecutorConfig::Pbs(Box::new(pbs_config(*p, &base, span, text, path)?)),
+                FileExecutor::Globus(g) => ExecutorConfig::Globus(Box::new(globus_config(*g, span, text, path)?)),
             });
         }
         if let Some(llm) = file.llm {

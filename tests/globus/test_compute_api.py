@@ -1,4 +1,5 @@
-"""Unit tests of the Globus Compute double and of trial_function.py (bash tests/globus/run-tests.sh).
+"""Unit tests of the Globus Compute double and of the trial function host/src/executor/globus/trial.py
+(bash tests/globus/run-tests.sh).
 
 The SdkWireFormatTest class needs the real globus-compute-sdk (scripts/setup-globus-sdk.sh); under a python
 without it those tests are skipped, with the reason printed by unittest.
@@ -8,6 +9,7 @@ import ast
 import glob
 import http.client
 import json
+import math
 import os
 import re
 import shutil
@@ -36,7 +38,10 @@ except ImportError:
 
 EP = "6f3a0c2e-7d1b-4e5a-9c8d-0123456789ab"
 JSON_RESULTS = ["globus_compute_sdk.serialize.JSONData"]
-TRIAL_SOURCE = open(os.path.join(HERE, "trial_function.py")).read()
+# The function the Rust globus executor registers (include_str!'d there).
+TRIAL_PATH = os.path.join(HERE, "..", "..", "host", "src", "executor", "globus", "trial.py")
+with open(TRIAL_PATH) as _f:
+    TRIAL_SOURCE = _f.read()
 
 
 def find_python38():
@@ -638,7 +643,7 @@ class TrialFunctionTest(unittest.TestCase):
             with open(os.path.join(d, "stdout.log")) as f:
                 self.assertIn('{"lr": 0.1}', f.read())
         if not PY38:
-            print("trial_function: no python3.8 found; checked its syntax with ast feature_version=(3, 8) only",
+            print("trial.py: no python3.8 found; checked its syntax with ast feature_version=(3, 8) only",
                   file=sys.stderr)
 
     def test_failure_tail_is_stderr(self):
@@ -658,6 +663,134 @@ class TrialFunctionTest(unittest.TestCase):
         self.assertEqual((r["returncode"], r["exception_name"]), (124, "subprocess.TimeoutExpired"))
         self.assertIsNone(r["log_tail"])
 
+    def pythons(self):
+        return [sys.executable] + ([PY38] if PY38 else [])
+
+    def write(self, d, name, data):
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, name), "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+
+    def read(self, d, name):
+        with open(os.path.join(d, name)) as f:
+            return f.read()
+
+    def test_outcome_json_is_the_returned_dict(self):
+        for i, python in enumerate(self.pythons()):
+            d = os.path.join(self.tmp, "o%d" % i)
+            self.write(d, "outcome.json", '{"job": "old"}')  # stale: gone before the command starts
+            r = self.run_standalone(python, "test ! -e outcome.json || exit 7; echo '{\"loss\": 1}' > result.json",
+                                    d, job="study-trial-5-a1", attempt=1)
+            self.assertEqual(r["returncode"], 0, python)
+            self.assertEqual(list(r), ["job", "attempt", "returncode", "result", "result_text", "result_truncated",
+                                       "metrics", "metrics_truncated", "log_tail", "accelerator", "worker_rank",
+                                       "host", "elapsed_s", "exception_name"])
+            self.assertEqual((r["job"], r["attempt"]), ("study-trial-5-a1", 1))
+            self.assertEqual((r["result_truncated"], r["metrics_truncated"]), (False, False))
+            self.assertEqual(json.loads(self.read(d, "outcome.json")), r)
+            self.assertEqual(sorted(os.listdir(d)), ["outcome.json", "result.json", "stderr.log", "stdout.log"])
+
+    def test_collect_returns_the_outcome_of_the_same_job_only(self):
+        for i, python in enumerate(self.pythons()):
+            d = os.path.join(self.tmp, "c%d" % i)
+            r = self.run_standalone(python, "echo '{\"loss\": 2}' > result.json; echo ran >> ran.txt", d,
+                                    job="j-1", attempt=2)
+            hit = self.run_standalone(python, "echo ran >> ran.txt", d, job="j-1", attempt=2, collect=True)
+            self.assertEqual(hit, dict(r, collected=True), python)
+            self.assertEqual(self.read(d, "ran.txt"), "ran\n")  # collect ran nothing
+            miss = self.run_standalone(python, "true", d, job="j-2", collect=True)
+            self.assertEqual(miss, {"collected": False, "job": "j-2"})
+            gone = os.path.join(self.tmp, "never-%d" % i)
+            self.assertEqual(self.run_standalone(python, "true", gone, job="j-1", collect=True),
+                             {"collected": False, "job": "j-1"})
+            self.assertFalse(os.path.exists(gone))
+            self.write(d, "outcome.json", "{garbage")
+            self.assertEqual(self.run_standalone(python, "true", d, job="j-1", collect=True),
+                             {"collected": False, "job": "j-1"})
+
+    def test_fresh_rerun_moves_the_earlier_attempt_aside(self):
+        for i, python in enumerate(self.pythons()):
+            d = os.path.join(self.tmp, "f%d" % i)
+            self.run_standalone(python, "echo one; echo x > ckpt; echo '{\"loss\": 1}' > result.json", d,
+                                job="a1", attempt=1, rerun="fresh")
+            r = self.run_standalone(python, "ls -A; test ! -e ckpt && test ! -e result.json", d, params={"x": 1},
+                                    job="a2", attempt=2, rerun="fresh")
+            self.assertEqual((r["returncode"], r["result"], r["job"], r["attempt"]), (0, None, "a2", 2), python)
+            self.assertEqual(self.read(d, "stdout.log").split(), ["params.json", "stderr.log", "stdout.log"])
+            aside = d + ".attempt-1"
+            self.assertEqual(self.read(aside, "stdout.log"), "one\n")
+            self.assertEqual(json.loads(self.read(aside, "outcome.json"))["job"], "a1")
+            self.assertTrue(os.path.exists(os.path.join(aside, "ckpt")))
+            # the same attempt again (its task lost, say): .attempt-1 is taken, so .attempt-1.2
+            self.run_standalone(python, "echo three", d, job="a2b", attempt=2, rerun="fresh")
+            self.assertEqual(self.read(d + ".attempt-1.2", "stdout.log").split(),
+                             ["params.json", "stderr.log", "stdout.log"])
+            self.assertEqual(self.read(d, "stdout.log"), "three\n")
+            # attempt 1 never moves anything aside
+            self.run_standalone(python, "echo four", d, attempt=1, rerun="fresh")
+            self.assertEqual(self.read(d, "stdout.log"), "three\nfour\n")
+
+    def test_resume_keeps_the_directory_and_renames_the_logs(self):
+        for i, python in enumerate(self.pythons()):
+            d = os.path.join(self.tmp, "r%d" % i)
+            self.run_standalone(python, "echo one; echo oops >&2; echo epoch-1 > ckpt", d, job="a1", attempt=1,
+                                rerun="resume")
+            r = self.run_standalone(python, "echo \"two from $(cat ckpt)\"", d, job="a2", attempt=2, rerun="resume")
+            self.assertEqual((r["returncode"], r["job"], r["attempt"]), (0, "a2", 2), python)
+            self.assertEqual(self.read(d, "stdout.attempt-1.log"), "one\n")
+            self.assertEqual(self.read(d, "stderr.attempt-1.log"), "oops\n")
+            self.assertEqual(self.read(d, "stdout.log"), "two from epoch-1\n")
+            self.assertEqual(self.read(d, "stderr.log"), "")
+            self.assertFalse(os.path.exists(d + ".attempt-1"))
+            self.assertEqual(json.loads(self.read(d, "outcome.json"))["job"], "a2")
+            self.run_standalone(python, "echo three", d, job="a3", attempt=3, rerun="resume")
+            self.assertEqual(self.read(d, "stdout.attempt-2.log"), "two from epoch-1\n")
+            self.assertEqual(self.read(d, "stdout.log"), "three\n")
+
+    def test_result_text_is_raw(self):
+        d = os.path.join(self.tmp, "n")
+        text = '{"loss": NaN, "lr": 1.50, "s": "\\u00fc"}\n'
+        self.write(d, "result.json", text)
+        r = self.run_standalone(sys.executable, "true", d)
+        self.assertEqual(r["result_text"], text)
+        self.assertTrue(math.isnan(r["result"]["loss"]))
+        self.assertEqual((r["result"]["lr"], r["result"]["s"], r["result_truncated"]), (1.5, "ü", False))
+        self.write(d, "result.json", b"[" * 100000 + b"\xff")  # garbage: not JSON, not UTF-8, too deep
+        r = self.run_standalone(sys.executable, "true", d)
+        self.assertIsNone(r["result"])
+        self.assertEqual(r["result_text"], "[" * 100000 + "\ufffd")
+
+    def test_result_text_is_capped_at_1_mib(self):
+        d = os.path.join(self.tmp, "big")
+        fits = '{"pad": "%s"}' % ("x" * ((1 << 20) - 11))
+        self.assertEqual(len(fits), 1 << 20)
+        self.write(d, "result.json", fits)
+        r = self.run_standalone(sys.executable, "true", d)
+        self.assertEqual((r["result_text"], r["result"]["pad"][:3], r["result_truncated"]), (fits, "xxx", False))
+        self.write(d, "result.json", fits + " ")
+        r = self.run_standalone(sys.executable, "true", d)
+        self.assertEqual((r["result"], r["result_text"], r["result_truncated"]), (None, None, True))
+        self.assertEqual(json.loads(self.read(d, "outcome.json"))["result_truncated"], True)
+
+    def test_metrics_are_capped(self):
+        d = os.path.join(self.tmp, "m")
+        r = self.run_standalone(sys.executable, "seq 1 10005 | sed 's/.*/{\"i\": &}/' > metrics.jsonl", d)
+        self.assertEqual(len(r["metrics"]), 10000)
+        self.assertEqual((r["metrics"][0], r["metrics"][-1], r["metrics_truncated"]), ({"i": 1}, {"i": 10000}, True))
+        # exactly 10000 metrics (and garbage lines, which are no metrics) is not cut
+        self.write(d, "metrics.jsonl", b"".join(b'{"i": %d}\n' % i for i in range(10000)) + b"\xff{\n\n[[[\n")
+        r = self.run_standalone(sys.executable, "true", d)
+        self.assertEqual((len(r["metrics"]), r["metrics_truncated"]), (10000, False))
+        # 4 MiB of text: 5000 lines of 1 KiB are cut after the last whole line within the first 4 MiB
+        line = b'{"pad": "' + b"y" * 1012 + b'"}\n'
+        self.assertEqual(len(line), 1024)
+        self.write(d, "metrics.jsonl", line * 5000)
+        r = self.run_standalone(sys.executable, "true", d)
+        self.assertEqual((len(r["metrics"]), r["metrics_truncated"]), (4096, True))
+        self.write(d, "metrics.jsonl", line * 4096)
+        r = self.run_standalone(sys.executable, "true", d)
+        self.assertEqual((len(r["metrics"]), r["metrics_truncated"]), (4096, False))
+
     def test_end_to_end_through_the_double(self):
         args = ["--token", "good-token", "--accelerators", "0,1"]
         if PY38:
@@ -674,7 +807,8 @@ class TrialFunctionTest(unittest.TestCase):
                    "json.dump({\"score\": p[\"x\"] * 2, \"tile\": os.environ[\"ZE_AFFINITY_MASK\"]}, "
                    "open(\"result.json\",\"w\"))'")
             payloads = [json_task([cmd, os.path.join(self.tmp, "trial-%d" % i)],
-                                  {"walltime": 20, "params": {"x": i}}) for i in range(3)]
+                                  {"walltime": 20, "params": {"x": i}, "job": "job-%d" % i, "attempt": 1,
+                                   "rerun": "fresh", "collect": False}) for i in range(3)]
             payloads.append(json_task(["sleep 5", os.path.join(self.tmp, "slow")], {"walltime": 0.3}))
             st, body, _ = s.submit(fid, payloads)
             self.assertEqual(st, 200, body)
@@ -688,6 +822,9 @@ class TrialFunctionTest(unittest.TestCase):
                 self.assertEqual(out["result"]["score"], 2 * i)
                 self.assertIn(out["accelerator"], ("0", "1"))
                 self.assertEqual(out["result"]["tile"], out["accelerator"])  # the trial program sees its tile
+                self.assertEqual((out["job"], out["attempt"]), ("job-%d" % i, 1))
+                with open(os.path.join(self.tmp, "trial-%d" % i, "outcome.json")) as f:
+                    self.assertEqual(json.load(f), out)  # what a collect task would find
             self.assertEqual((outs[3]["returncode"], outs[3]["exception_name"]), (124, "subprocess.TimeoutExpired"))
             if HAVE_SDK:
                 self.assertEqual(ComputeSerializer().deserialize(docs[tids[0]]["result"]), outs[0])

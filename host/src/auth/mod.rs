@@ -41,6 +41,52 @@ pub const COMPUTE: Service = Service {
 
 pub const SERVICES: [Service; 2] = [SOPHIA, COMPUTE];
 
+pub type TokenFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where a client's access token comes from: a user's Globus login ([`ServiceTokens`]), nothing
+/// (a local server), or a test's fixed token. Errors are texts that end with the next step.
+pub trait TokenSource: Send + Sync {
+    /// None: send no Authorization header (a local vLLM).
+    fn token(&self) -> TokenFuture<'_, Result<Option<String>, String>>;
+    /// After a 401 for `rejected`: a fresh token, or an error text that ends with the next step.
+    fn refresh(&self, rejected: String) -> TokenFuture<'_, Result<String, String>>;
+}
+
+/// One service's tokens from the user's Globus login (env override, our store, ALCF's file).
+pub struct ServiceTokens {
+    pub credentials: Credentials,
+    pub service: Service,
+}
+
+impl ServiceTokens {
+    pub fn from_env(service: Service) -> ServiceTokens {
+        ServiceTokens { credentials: Credentials::new(AuthConfig::from_env()), service }
+    }
+}
+
+impl TokenSource for ServiceTokens {
+    fn token(&self) -> TokenFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async move {
+            self.credentials
+                .access_token(&self.service)
+                .await
+                .map(|t| Some(t.secret().to_string()))
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn refresh(&self, rejected: String) -> TokenFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let rejected = AccessToken::new(rejected);
+            self.credentials
+                .refresh_after_rejection(&self.service, &rejected)
+                .await
+                .map(|t| t.secret().to_string())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// ALCF's inference app: its redirect page and session policy are what `inference_auth_token.py`
 /// uses, so tokens from either tool are interchangeable.
 pub const ALCF_CLIENT_ID: &str = "58fdd3bc-e1c3-4ce5-80ea-8d6b87cfb944";

@@ -181,6 +181,23 @@ impl Run {
     }
 }
 
+/// The executor's record in the study: meta keys under `executor.`.
+struct StudyState(Arc<crate::study::StudyDb>);
+
+impl crate::executor::ExecutorState for StudyState {
+    fn get(&self, key: &str) -> Result<Option<String>, String> {
+        self.0.get_meta(&format!("executor.{key}")).map_err(|e| e.to_string())
+    }
+
+    fn set(&self, key: &str, value: &str) -> Result<(), String> {
+        self.0.set_meta(&format!("executor.{key}"), value).map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, key: &str) -> Result<(), String> {
+        self.0.delete_meta(&format!("executor.{key}")).map_err(|e| e.to_string())
+    }
+}
+
 impl Campaign {
     pub fn new(
         loaded: Loaded,
@@ -190,6 +207,7 @@ impl Campaign {
         observer: Box<dyn Observer>,
         interrupts: Interrupts,
     ) -> Campaign {
+        executor.bind_state(Arc::new(StudyState(loaded.service.db().clone())));
         Campaign {
             trials: loaded.service,
             history: loaded.history,

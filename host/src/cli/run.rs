@@ -141,6 +141,14 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             };
             (space, None, "pbs".to_string())
         }
+        ExecutorConfig::Globus(_) => {
+            let Some(space) = config.space.clone() else {
+                bail!(
+                    "the globus executor needs a search space: add a [space] table or study.space = \"file\" to the config"
+                );
+            };
+            (space, None, "globus".to_string())
+        }
     };
     let objective = config.objective.clone().or(default_objective).ok_or_else(|| {
         anyhow::anyhow!("the config names no objective: set [study] objective = \"METRIC\" (a key the trial writes)")

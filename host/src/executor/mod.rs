@@ -248,6 +248,20 @@ pub trait Executor: Send + Sync + 'static {
         // A sender that is dropped at once: the receiver keeps the last value, `Ready`, forever.
         tokio::sync::watch::channel(Health::Ready).1
     }
+
+    /// Gives the executor the study's record for the few values it must keep across host
+    /// processes (a registered function's id, task ids the moment a service returns them). Called
+    /// once the study is open, before the first `submit`, `wait` or `find`.
+    fn bind_state(&self, _state: Arc<dyn ExecutorState>) {}
+}
+
+/// A small key-value record an executor keeps in the study (the campaign's side implements it on
+/// the study database). Keys are the executor's own; values are text.
+pub trait ExecutorState: Send + Sync + 'static {
+    fn get(&self, key: &str) -> Result<Option<String>, String>;
+    fn set(&self, key: &str, value: &str) -> Result<(), String>;
+    /// Removes a key; removing one that is not there is not an error.
+    fn remove(&self, key: &str) -> Result<(), String>;
 }
 
 /// Builds the configured executor. The one place that maps `[executor]` to an implementation.
@@ -262,6 +276,7 @@ pub fn from_config(
         ExecutorConfig::Bench { function, dim, delay } => Arc::new(bench::BenchExecutor::new(function, *dim, *delay)?),
         ExecutorConfig::Local(local) => Arc::new(local::LocalExecutor::new(local.clone(), space, parallel)?),
         ExecutorConfig::Pbs(pbs) => Arc::new(pbs::executor::PbsExecutor::new((**pbs).clone(), space, parallel, study)?),
+        ExecutorConfig::Globus(g) => Arc::new(globus::executor::GlobusExecutor::new((**g).clone(), space, study)?),
     })
 }
 
@@ -274,4 +289,6 @@ pub enum BuildError {
     Local(#[from] local::LocalConfigError),
     #[error(transparent)]
     Pbs(#[from] pbs::executor::PbsBuildError),
+    #[error(transparent)]
+    Globus(#[from] globus::executor::GlobusBuildError),
 }

@@ -22,15 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::plugin::capability::llm::{BoxFuture, ChatRequest};
+use crate::plugin::capability::llm::ChatRequest;
 
 /// Where the access token comes from (the main session adapts `auth::Credentials`).
-pub trait TokenSource: Send + Sync {
-    /// None: send no Authorization header (a local vLLM).
-    fn token(&self) -> BoxFuture<'_, Result<Option<String>, String>>;
-    /// After a 401 for `rejected`: a fresh token, or an error text that ends with the next step.
-    fn refresh(&self, rejected: String) -> BoxFuture<'_, Result<String, String>>;
-}
+pub use crate::auth::TokenSource;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -765,10 +760,10 @@ pub(crate) mod tests {
     }
 
     impl TokenSource for Tokens {
-        fn token(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
+        fn token(&self) -> crate::auth::TokenFuture<'_, Result<Option<String>, String>> {
             Box::pin(async move { Ok(self.first.clone()) })
         }
-        fn refresh(&self, rejected: String) -> BoxFuture<'_, Result<String, String>> {
+        fn refresh(&self, rejected: String) -> crate::auth::TokenFuture<'_, Result<String, String>> {
             self.refreshed.lock().unwrap().push(rejected);
             Box::pin(async move { self.fresh.clone() })
         }

@@ -12,7 +12,7 @@ pub mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{self, AccessToken, AuthConfig, Credentials};
+use crate::auth::{self, ServiceTokens};
 use crate::config::{LlmAuth, LlmConfig};
 use crate::plugin::capability::llm::BoxFuture;
 use crate::study::StudyDb;
@@ -22,7 +22,7 @@ pub use service::LlmService;
 /// The service for one study, from `[llm]`: its client, credentials and audit log.
 pub fn connect(cfg: &LlmConfig, log: Arc<StudyDb>) -> Result<LlmService, ClientError> {
     let tokens: Arc<dyn TokenSource> = match cfg.auth {
-        LlmAuth::Globus => Arc::new(GlobusTokens(Credentials::new(AuthConfig::from_env()))),
+        LlmAuth::Globus => Arc::new(ServiceTokens::from_env(auth::SOPHIA)),
         LlmAuth::None => Arc::new(NoToken),
     };
     let client = ChatClient::new(client_config(cfg), tokens.clone())?;
@@ -38,28 +38,6 @@ pub fn client_config(cfg: &LlmConfig) -> ClientConfig {
         max_retries: cfg.max_retries,
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(60),
-    }
-}
-
-/// Sophia's tokens from the user's Globus login.
-struct GlobusTokens(Credentials);
-
-impl TokenSource for GlobusTokens {
-    fn token(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
-        Box::pin(async move {
-            self.0.access_token(&auth::SOPHIA).await.map(|t| Some(t.secret().to_string())).map_err(|e| e.to_string())
-        })
-    }
-
-    fn refresh(&self, rejected: String) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async move {
-            let rejected = AccessToken::new(rejected);
-            self.0
-                .refresh_after_rejection(&auth::SOPHIA, &rejected)
-                .await
-                .map(|t| t.secret().to_string())
-                .map_err(|e| e.to_string())
-        })
     }
 }
 

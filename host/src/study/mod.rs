@@ -506,6 +506,15 @@ impl StudyDb {
         })
     }
 
+    /// A meta value of the study's own keys (`executor.*`, `config_file`); `None` when unset.
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StudyError> {
+        self.meta_value(key)
+    }
+
+    pub fn delete_meta(&self, key: &str) -> Result<(), StudyError> {
+        self.with(|c| c.prepare_cached("DELETE FROM meta WHERE key = ?1")?.execute([key]).map(drop))
+    }
+
     /// Puts a user-chosen trial in line (`source`: `config` or `cli`), unless the same parameters
     /// are already queued or already a trial. Returns the queue id of the new or identical queued
     /// entry, or the id of the identical trial (see [`StudyDb::enqueue_detailed`] to tell which).

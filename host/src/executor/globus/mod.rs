@@ -1,4 +1,8 @@
-//! The coming `globus` executor: trials as Globus Compute tasks on the user's endpoint. So far,
-//! its wire format ([`wire`]); the REST client and the executor build on it.
+//! The `globus` executor: trials as Globus Compute tasks on the user's endpoint, over HTTPS with
+//! no SSH. [`wire`] is the service's serialization format, [`client`] its REST routes with the
+//! rate limiter, [`executor`] the executor itself, and `trial.py` the Python function the
+//! endpoint runs for each trial ([`executor::TRIAL_SOURCE`]).
 
+pub mod client;
+pub mod executor;
 pub mod wire;
