@@ -1,5 +1,6 @@
-//! The Python test doubles under tests/doubles (Sophia's gateway, Globus Auth) as fixtures: each
-//! is started on a free loopback port, answers its control routes, and is killed on drop.
+//! The Python test doubles under tests/doubles (Sophia's gateway, Globus Auth) and tests/globus
+//! (Globus Compute) as fixtures: each is started on a free loopback port, answers its control
+//! routes, and is killed on drop.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -16,7 +17,17 @@ pub struct Double {
 impl Double {
     /// Starts `tests/doubles/<script>` with `args` (plus `--port 0`) and waits for `LISTENING <port>`.
     pub fn start(script: &str, args: &[&str]) -> Double {
-        let path = crate::repo().join("tests").join("doubles").join(script);
+        Double::start_at(&format!("doubles/{script}"), args)
+    }
+
+    /// The Globus Compute double, `tests/globus/compute_api.py` (see tests/globus/README.md).
+    pub fn compute(args: &[&str]) -> Double {
+        Double::start_at("globus/compute_api.py", args)
+    }
+
+    /// Starts `tests/<script>` as [`start`](Self::start) does.
+    pub fn start_at(script: &str, args: &[&str]) -> Double {
+        let path = crate::repo().join("tests").join(script);
         let mut child = Command::new("python3")
             .arg(&path)
             .args(["--port", "0"])

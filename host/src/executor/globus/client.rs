@@ -133,6 +133,17 @@ impl Limiter {
         self.sent.push_back(now);
         None
     }
+
+    /// The request sent at `sent` got its answer `now`. The service counted it when it arrived,
+    /// somewhere in between, so from here on it counts from `now`: a slow first request and a
+    /// fast later one cannot both fall into one window of the service's.
+    fn answered(&mut self, sent: Instant, now: Instant) {
+        if let Some(i) = self.sent.iter().position(|t| *t == sent) {
+            self.sent.remove(i);
+        }
+        let at = self.sent.iter().position(|t| *t > now).unwrap_or(self.sent.len());
+        self.sent.insert(at, now);
+    }
 }
 
 pub struct ComputeClient {
@@ -181,12 +192,13 @@ impl ComputeClient {
         &self.base
     }
 
-    /// Waits for the rate limiter's next free slot and takes it.
-    async fn slot(&self) {
+    /// Waits for the rate limiter's next free slot and takes it; returns when it was taken.
+    async fn slot(&self) -> Instant {
         loop {
-            let wait = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(Instant::now());
+            let now = Instant::now();
+            let wait = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(now);
             match wait {
-                None => return,
+                None => return now,
                 Some(t) => tokio::time::sleep_until(t).await,
             }
         }
@@ -198,7 +210,7 @@ impl ComputeClient {
         let mut token = self.tokens.token().await.map_err(ComputeError::Auth)?;
         let mut refreshed = false;
         loop {
-            self.slot().await;
+            let sent = self.slot().await;
             match route {
                 "register" => &self.counts.register,
                 "submit" => &self.counts.submit,
@@ -214,7 +226,9 @@ impl ComputeClient {
                 req = req.bearer_auth(t);
             }
             let network = |e: reqwest::Error| ComputeError::Network { url: url.clone(), detail: error_chain(&e) };
-            let resp = req.send().await.map_err(network)?;
+            let resp = req.send().await;
+            self.limiter.lock().unwrap_or_else(|e| e.into_inner()).answered(sent, Instant::now());
+            let resp = resp.map_err(network)?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -384,6 +398,11 @@ mod tests {
         l.blocked_until = Some(t0 + Duration::from_secs(30));
         assert_eq!(l.take(t0 + Duration::from_secs(29)), Some(t0 + Duration::from_secs(30)));
         assert_eq!(l.take(t0 + Duration::from_secs(31)), None);
+        // A request answered late counts from its answer.
+        let mut l = Limiter { max: 1, window: Duration::from_secs(10), sent: VecDeque::new(), blocked_until: None };
+        assert_eq!(l.take(t0), None);
+        l.answered(t0, t0 + Duration::from_secs(3));
+        assert_eq!(l.take(t0 + Duration::from_secs(11)), Some(t0 + Duration::from_secs(13)));
     }
 
     #[test]

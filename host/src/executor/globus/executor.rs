@@ -912,5 +912,9 @@ mod tests {
             "the trial function raised on the endpoint: PermissionError: [Errno 13] Permission denied: '/lus'"
         );
         assert!(task_failure("MaxResultSizeExceeded(11000000, 10485760)").reason.contains("10 MB"));
+        let manager = "Traceback (most recent call last):\nparsl.executors.high_throughput.errors.ManagerLost: Task failure due to loss of manager 8a1 on host x4102c5s2b0n0\n";
+        let f = task_failure(manager);
+        assert_eq!(f.cause, FailureCause::System);
+        assert!(f.reason.contains("loss of manager 8a1"), "{}", f.reason);
     }
 }
