@@ -1283,6 +1283,37 @@ epochs = { type = \"int\", low = 1, high = 5 }
     }
 
     #[test]
+    fn globus_executor_sections() {
+        let base = "[executor]\nkind = \"globus\"\nendpoint = \"5C6F1A2E-0000-4000-8000-00000000A0A0\"\n\
+                    remote_dir = \"/lus/flare/p/me/\"\ncommand = [\"python3\", \"{config_dir}/t.py\"]\n";
+        let c = Config::parse(base, Path::new("g.toml")).unwrap();
+        let Some(ExecutorConfig::Globus(g)) = c.executor else { panic!("not globus") };
+        assert_eq!(g.endpoint, "5c6f1a2e-0000-4000-8000-00000000a0a0");
+        assert_eq!((g.remote_dir.as_str(), g.code_dir.as_str()), ("/lus/flare/p/me", "/lus/flare/p/me"));
+        assert_eq!(
+            (g.base_url.as_str(), g.max_requests, g.poll_interval),
+            (GLOBUS_COMPUTE_URL, 20, Duration::from_secs(15))
+        );
+        let bad = |extra: &str, from: &str, to: &str| {
+            let text = format!("{}{extra}", base.replace(from, to));
+            Config::parse(&text, Path::new("g.toml")).unwrap_err().to_string()
+        };
+        let e = bad("", "5C6F1A2E-0000-4000-8000-00000000A0A0", "my-endpoint");
+        assert!(e.contains("line 3: field `executor.endpoint`") && e.contains("globus-compute-endpoint list"), "{e}");
+        let e = bad("", "/lus/flare/p/me/", "flare/p");
+        assert!(e.contains("field `executor.remote_dir`") && e.contains("absolute"), "{e}");
+        let e = bad("base_url = \"http://compute.example.org\"\n", "", "");
+        assert!(e.contains("field `executor.base_url`") && e.contains("https://"), "{e}");
+        assert!(Config::parse(&format!("{base}base_url = \"http://127.0.0.1:8123\"\n"), Path::new("g.toml")).is_ok());
+        let e = bad("max_requests = 0\n", "", "");
+        assert!(e.contains("field `executor.max_requests`"), "{e}");
+        let e = bad("setup = [\"a\\nb\"]\n", "", "");
+        assert!(e.contains("field `executor.setup`") && e.contains("line break"), "{e}");
+        let e = bad("queue = \"debug\"\n", "", "");
+        assert!(e.contains("queue"), "{e}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));

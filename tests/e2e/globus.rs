@@ -93,7 +93,7 @@ mod study {
     use std::time::{Duration, Instant};
 
     use alcf_tests::doubles::Double;
-    use alcf_tests::{host_bin, plugin, text, trial_states, try_trial_states};
+    use alcf_tests::{finish, host_bin, plugin, text, trial_states, try_trial_states};
 
     const TOKEN: &str = "compute-test-token";
 
@@ -310,13 +310,6 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
         }
     }
 
-    fn finish(child: &mut Child) -> (std::process::ExitStatus, String) {
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-        (status, err)
-    }
-
     /// 8 trials, 4 at a time, through the loopback API: the budget is reached, every trial ran
     /// once on a tile the endpoint's worker gave it, its curve and objective came back, the
     /// function was registered once, and each batch of trials was one submit request.
@@ -521,11 +514,25 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
         assert_eq!(by_mode("ok")["state"], "completed");
     }
 
-    /// The service refuses the token: the run stops at once with the next step, not paused forever.
+    /// No login at all: the run stops before a study exists, with the next step. A token the
+    /// service refuses: the run stops at its first request, not paused forever.
     #[test]
-    fn a_refused_token_says_how_to_log_in() {
+    fn a_missing_or_refused_token_says_how_to_log_in() {
         let rig = Rig::new(&[]);
         let cfg = rig.config(&Study { name: "auth", trials: 1, parallel: 1, ..Study::default() });
+        let out = rig
+            .command(&["run", "--config", cfg.to_str().unwrap(), "--quiet"])
+            .env_remove("ALCF_HOST_COMPUTE_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("not logged in to Globus for compute: run `alcf-host auth login`"),
+            "{}",
+            text(&out)
+        );
+        assert!(!rig.study_dir("auth").exists(), "a study was created without a login");
+        assert!(rig.api.requests().is_empty(), "requests without a login");
         let out = rig
             .command(&["run", "--config", cfg.to_str().unwrap(), "--quiet"])
             .env("ALCF_HOST_COMPUTE_TOKEN", "wrong")

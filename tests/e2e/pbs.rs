@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use alcf_tests::sshd::{Sshd, SshdOptions};
-use alcf_tests::{host_bin, plugin, repo, text, trial_states, try_trial_states};
+use alcf_tests::{finish, host_bin, plugin, repo, text, trial_states, try_trial_states};
 
 /// Where the executor's remote side runs.
 #[derive(Clone)]
@@ -257,14 +257,6 @@ impl Drop for Rig {
             .env("PBS_EMU_HOME", &self.emu_home)
             .output();
     }
-}
-
-/// Waits for a spawned run to end: its status and what it wrote on stderr.
-fn finish(child: &mut Child) -> (std::process::ExitStatus, String) {
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    (status, err)
 }
 
 /// Ctrl-C, and again within the cancel window, as a user would; the run must end unsuccessfully.

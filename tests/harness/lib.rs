@@ -105,3 +105,11 @@ pub fn try_trial_states(study_dir: &Path) -> rusqlite::Result<Vec<(u64, String, 
     let mut stmt = conn.prepare("SELECT id, state, value FROM trial ORDER BY id")?;
     stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?.collect()
 }
+
+/// Waits for a spawned run (stderr piped) to end: its status and what it wrote on stderr.
+pub fn finish(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}

@@ -277,6 +277,19 @@ impl Credentials {
         Ok(None)
     }
 
+    /// Whether a token for `service` is there at all (env override, our store, ALCF's file), without
+    /// asking Globus whether it still works: for checks made before a study exists. `Err` is the
+    /// error [`access_token`](Self::access_token) would give, with its next step.
+    pub fn check_login(&self, service: &Service) -> Result<(), AuthError> {
+        if env_token(service).is_some() {
+            return Ok(());
+        }
+        match self.find(service)? {
+            Some(_) => Ok(()),
+            None => Err(AuthError::NotLoggedIn { service: service.name.into() }),
+        }
+    }
+
     /// A valid access token for `service`: env override, else our store (refreshed first when it
     /// expires within 5 minutes), else ALCF's inference_auth_token.py tokens.json (Sophia only;
     /// refreshed into OUR store, never written back to ALCF's file). Single-flight: concurrent

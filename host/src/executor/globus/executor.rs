@@ -93,6 +93,8 @@ struct Inner {
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set by the first request that worked: before it, a missing login stops the run at once.
     worked: AtomicBool,
+    /// The user's login, checked by `preflight` (absent when a test supplies the tokens).
+    login: Option<auth::Credentials>,
 }
 
 #[derive(Default)]
@@ -127,8 +129,13 @@ impl GlobusExecutor {
         space: &SearchSpace,
         study: &str,
     ) -> Result<GlobusExecutor, GlobusBuildError> {
-        let tokens: Arc<dyn TokenSource> = Arc::new(ServiceTokens::from_env(auth::COMPUTE));
-        GlobusExecutor::with_tokens(cfg, space, study, tokens)
+        let tokens = ServiceTokens::from_env(auth::COMPUTE);
+        let login = tokens.credentials.clone();
+        let mut exec = GlobusExecutor::with_tokens(cfg, space, study, Arc::new(tokens))?;
+        if let Some(inner) = Arc::get_mut(&mut exec.inner) {
+            inner.login = Some(login);
+        }
+        Ok(exec)
     }
 
     /// As [`new`](Self::new), with the tokens from `tokens` (benchmarks and tests).
@@ -163,6 +170,7 @@ impl GlobusExecutor {
                 stopped: AtomicBool::new(false),
                 poller: Mutex::new(None),
                 worked: AtomicBool::new(false),
+                login: None,
             }),
         })
     }
@@ -188,6 +196,13 @@ impl Executor for GlobusExecutor {
 
     fn jobs_outlive_host(&self) -> bool {
         true
+    }
+
+    fn preflight(&self) -> Result<(), ExecutorError> {
+        match &self.inner.login {
+            Some(login) => login.check_login(&auth::COMPUTE).map_err(|e| ExecutorError::Fatal(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     fn bind_state(&self, state: Arc<dyn ExecutorState>) {
