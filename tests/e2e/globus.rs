@@ -84,6 +84,119 @@ print(json.dumps({"sdk_payload": sdk_payload, "result": result,
     assert_eq!(parsed, serde_json::json!({"returncode": 0, "loss": null, "note": "é"}));
 }
 
+/// The host's real trial function and a real task of the executor, decoded and run by the SDK's
+/// own serializer (as an endpoint would): the function runs the trial program in its directory
+/// with the setup lines and the environment, and its outcome, serialized by the SDK, is the
+/// report the executor expects.
+#[test]
+fn the_sdk_runs_the_hosts_trial_function_and_its_outcome_reads_back() {
+    use alcf_host::auth::{TokenFuture, TokenSource};
+    use alcf_host::config::{Config, ExecutorConfig};
+    use alcf_host::executor::globus::executor::{FUNCTION_NAME, GlobusExecutor, TRIAL_SOURCE, outcome_report};
+    use alcf_host::executor::{TrialSpec, job_name};
+    use alcf_host::space::{Assignment, Value};
+
+    struct NoTokens;
+    impl TokenSource for NoTokens {
+        fn token(&self) -> TokenFuture<'_, Result<Option<String>, String>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn refresh(&self, _: String) -> TokenFuture<'_, Result<String, String>> {
+            Box::pin(async { Err("no refresh".into()) })
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let code = dir.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(
+        code.join("train.py"),
+        r#"
+import json, os, sys
+x = float(sys.argv[sys.argv.index("--x") + 1])
+json.dump({"setup": os.environ.get("FROM_SETUP"), "greeting": os.environ.get("GREETING"), "argv": sys.argv[1:],
+           "params": json.load(open(os.environ["ALCF_PARAMS"]))}, open("seen.json", "w"))
+with open("metrics.jsonl", "w") as f:
+    for e in range(4):
+        f.write(json.dumps({"epoch": e, "acc": 0.1 * e}) + "\n")
+json.dump({"loss": (x - 0.3) ** 2, "acc": float("nan")}, open("result.json", "w"))
+print("trained")
+"#,
+    )
+    .unwrap();
+    let cfg_path = dir.path().join("g.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            r#"
+[executor]
+kind = "globus"
+endpoint = "5c6f1a2e-0000-4000-8000-00000000c0c0"
+remote_dir = "{flare}"
+code_dir = "{code}"
+command = ["python3", "{{config_dir}}/train.py", "--x", "{{x}}", "--label", "it's a $HOME; `x`"]
+env = {{ GREETING = "é {{x}}" }}
+setup = ["export FROM_SETUP=yes"]
+timeout_s = 60
+
+[space]
+x = {{ type = "float", low = 0.0, high = 1.0 }}
+"#,
+            flare = dir.path().join("flare").display(),
+            code = code.display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&cfg_path).unwrap();
+    let space = config.space.clone().unwrap();
+    let Some(ExecutorConfig::Globus(g)) = config.executor else { panic!("not globus") };
+    let exec = GlobusExecutor::with_tokens(*g, &space, "sdk", std::sync::Arc::new(NoTokens)).unwrap();
+    let params = Assignment { values: vec![("x".into(), Value::Float(0.25))] };
+    let spec = TrialSpec {
+        id: 7,
+        attempt: 1,
+        params_json: params.to_json(&space),
+        params,
+        dir: dir.path().join("unused"),
+        job_name: job_name("sdk", 7, 1),
+        slot: 0,
+    };
+    let input = serde_json::json!({
+        "code": wire::function_code(FUNCTION_NAME, TRIAL_SOURCE),
+        "payload": exec.task_payload(&spec).unwrap(),
+    });
+    let out = python(
+        r#"
+import json, sys
+from globus_compute_sdk.serialize import ComputeSerializer, JSONData, PureSourceTextInspect
+d = json.load(open(sys.argv[1], encoding="utf-8"))
+ser = ComputeSerializer(strategy_code=PureSourceTextInspect(), strategy_data=JSONData())
+[fn_buf] = ser.unpack_buffers(d["code"])
+fn = ser.deserialize(fn_buf)
+a_buf, k_buf = ser.unpack_buffers(d["payload"])
+outcome = fn(*ser.deserialize(a_buf), **ser.deserialize(k_buf))
+print(ser.serialize(outcome))
+"#,
+        &input.to_string(),
+    );
+    let outcome = wire::json_result(out.trim_end_matches('\n')).unwrap();
+    let trial_dir = dir.path().join("flare/sdk/trials/000007");
+    let seen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trial_dir.join("seen.json")).unwrap()).unwrap();
+    assert_eq!(seen["setup"], "yes", "{seen}");
+    assert_eq!(seen["greeting"], "é 0.25", "{seen}");
+    assert_eq!(seen["argv"], serde_json::json!(["--x", "0.25", "--label", "it's a $HOME; `x`"]), "{seen}");
+    assert_eq!(seen["params"], serde_json::json!({"x": 0.25}), "{seen}");
+    assert_eq!(outcome["job"], "sdk.t7.a1");
+    let report = outcome_report(&outcome, Some(std::time::Duration::from_secs(60)), 7);
+    assert_eq!(report.failure, None, "{outcome}");
+    assert_eq!(report.metrics.get("loss").copied(), Some((0.25f64 - 0.3).powi(2)), "{report:?}");
+    assert_eq!(report.curve.len(), 4, "{report:?}");
+    // `acc` is NaN in result.json: listed as not a number, not silently taken from the curve.
+    assert!(report.non_numeric.iter().any(|(k, v)| k == "acc" && v == "NaN"), "{report:?}");
+    assert!(trial_dir.join("outcome.json").exists());
+}
+
 // ---- studies through the Globus Compute double ----------------------------------------------
 
 mod study {

@@ -708,6 +708,27 @@ class TrialFunctionTest(unittest.TestCase):
             self.assertEqual(self.run_standalone(python, "true", d, job="j-1", collect=True),
                              {"collected": False, "job": "j-1"})
 
+    def test_a_rerun_waits_for_the_earlier_run_of_its_trial(self):
+        # A cancelled attempt still running (Globus Compute cannot stop it): attempt 2 starts after it ends,
+        # and attempt 1's files end up whole beside the new directory.
+        d = os.path.join(self.tmp, "lock", "000001")
+        first = subprocess.Popen(
+            [sys.executable, "-c", "import json, sys\nns = {}\nexec(sys.stdin.read(), ns)\n"
+             "ns['run_trial']('sleep 1.5; date +%s.%N > ended; echo a1 > result.json', sys.argv[1], job='j.a1')", d],
+            stdin=subprocess.PIPE, universal_newlines=True)
+        first.stdin.write(TRIAL_SOURCE)
+        first.stdin.close()
+        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(d, "stdout.log")), 10))
+        r = self.run_standalone(sys.executable, "date +%s.%N > started; echo '{\"loss\": 2}' > result.json", d,
+                                job="j.a2", attempt=2, rerun="fresh")
+        self.assertEqual(first.wait(timeout=30), 0)
+        self.assertEqual(r["returncode"], 0)
+        ended = float(self.read(d + ".attempt-1", "ended"))
+        started = float(self.read(d, "started"))
+        self.assertGreater(started, ended)
+        self.assertEqual(self.read(d + ".attempt-1", "result.json"), "a1\n")
+        self.assertEqual(json.loads(self.read(d, "outcome.json"))["job"], "j.a2")
+
     def test_fresh_rerun_moves_the_earlier_attempt_aside(self):
         for i, python in enumerate(self.pythons()):
             d = os.path.join(self.tmp, "f%d" % i)

@@ -179,6 +179,12 @@ impl GlobusExecutor {
     pub fn requests(&self) -> &RequestCounts {
         &self.inner.client.counts
     }
+
+    /// The payload one attempt of `spec` is submitted with (`pack([args, kwargs])` of
+    /// `run_trial`'s call), for tests that decode it with the real SDK.
+    pub fn task_payload(&self, spec: &TrialSpec) -> Result<String, ExecutorError> {
+        self.inner.call(spec, false).map(|kwargs| wire::payload(&json!([]), &kwargs))
+    }
 }
 
 impl Executor for GlobusExecutor {
@@ -696,7 +702,7 @@ impl Inner {
                 return;
             }
             TaskState::Success(serialized) => match wire::json_result(&serialized) {
-                Ok(outcome) => outcome_report(&outcome, self.cfg.timeout, w),
+                Ok(outcome) => outcome_report(&outcome, self.cfg.timeout, w.spec.id),
                 Err(e) => RunReport {
                     failure: Some(Failure::trial(format!("the endpoint's answer for this trial is unreadable: {e}"))),
                     ..RunReport::default()
@@ -739,7 +745,7 @@ impl Inner {
                         "globus: trial {} recovered from its outcome.json on the endpoint (no re-run)",
                         w.spec.id
                     );
-                    Ok(outcome_report(&outcome, self.cfg.timeout, w))
+                    Ok(outcome_report(&outcome, self.cfg.timeout, w.spec.id))
                 }
                 Ok(_) => Err(lost(
                     "its result was lost (Globus Compute abandons results not fetched within 30 minutes of \
@@ -853,8 +859,9 @@ pub fn task_failure(traceback: &str) -> Failure {
     Failure::trial(format!("the trial function raised on the endpoint: {}", last_line(traceback)))
 }
 
-/// The trial function's outcome as the run's report.
-fn outcome_report(o: &Value, timeout: Option<Duration>, w: &Waiter) -> RunReport {
+/// The trial function's outcome (its returned dict) as trial `trial`'s report; `timeout` is
+/// `executor.timeout_s`, which tells an exit status 124 from the walltime.
+pub fn outcome_report(o: &Value, timeout: Option<Duration>, trial: u64) -> RunReport {
     let failure = match o["returncode"].as_i64() {
         Some(0) => None,
         Some(124) if timeout.is_some() => Some(Failure::trial(format!(
@@ -889,12 +896,11 @@ fn outcome_report(o: &Value, timeout: Option<Duration>, w: &Waiter) -> RunReport
         None
     };
     if o["metrics_truncated"] == true {
-        tracing::warn!("globus: trial {}: metrics.jsonl was cut to what the endpoint sends back", w.spec.id);
+        tracing::warn!("globus: trial {trial}: metrics.jsonl was cut to what the endpoint sends back");
     }
     if let (Some(host), Some(tile)) = (o["host"].as_str(), o["accelerator"].as_str()) {
         tracing::info!(
-            "globus: trial {} ran on {host}, tile {tile} (worker {}), {} s",
-            w.spec.id,
+            "globus: trial {trial} ran on {host}, tile {tile} (worker {}), {} s",
             o["worker_rank"].as_str().unwrap_or("?"),
             o["elapsed_s"]
         );

@@ -15,7 +15,9 @@ def run_trial(cmd, trial_dir, walltime=None, log_tail_lines=50, params=None, env
     rerun: "fresh" (attempt > 1: a non-empty trial_dir is moved aside to trial_dir.attempt-<attempt-1>,
     or trial_dir.attempt-<attempt-1>.N when that exists, and the command starts in an empty one) or
     "resume" (trial_dir kept; its stdout.log/stderr.log renamed stdout/stderr.attempt-<n>.log, n the first
-    number from attempt-1 free for both); a stale outcome.json is removed before the command starts.
+    number from attempt-1 free for both); a stale outcome.json is removed before the command starts. Runs of
+    one trial_dir are one at a time: a run waits for an earlier one still running (a cancelled task, which
+    Globus Compute cannot stop) to end, through an exclusive lock on trial_dir + ".lock".
 
     collect=True runs nothing: it returns trial_dir/outcome.json with "collected": True when its "job" is
     `job`, else {"collected": False, "job": job} (for a result the service lost).
@@ -70,6 +72,18 @@ def run_trial(cmd, trial_dir, walltime=None, log_tail_lines=50, params=None, env
         attempt = int(attempt)
     except (TypeError, ValueError):
         attempt = 1
+    # One run of a trial at a time: Globus Compute cannot stop a task, so a cancelled attempt may still
+    # run when the next one starts. The next waits for it (an exclusive lock on trial_dir + ".lock",
+    # beside the directory, which a fresh re-run moves), instead of sharing its directory and checkpoint.
+    # A file system without locks (flock fails) runs it at once.
+    os.makedirs(os.path.dirname(trial_dir), exist_ok=True)
+    lock = None
+    try:
+        import fcntl
+        lock = open(trial_dir + ".lock", "a")
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass
     if rerun == "fresh" and attempt > 1 and os.path.isdir(trial_dir) and os.listdir(trial_dir):
         aside = "%s.attempt-%d" % (trial_dir, attempt - 1)
         n = 2
@@ -198,4 +212,6 @@ def run_trial(cmd, trial_dir, walltime=None, log_tail_lines=50, params=None, env
             os.remove(tmp)
         except OSError:
             pass
+    if lock is not None:
+        lock.close()  # the next attempt of this trial may start
     return outcome
