@@ -525,6 +525,58 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
         assert_eq!(log.matches("recovered from its outcome.json").count(), 3, "{log}");
     }
 
+    /// Ctrl-C once detaches (exit 130) and `--resume` collects the tasks that ran on; Ctrl-C twice
+    /// records the running trials cancelled, says their tasks cannot be stopped, and a resume runs
+    /// them again (after the cancelled runs end: one run per trial directory at a time).
+    #[test]
+    fn ctrl_c_detaches_and_twice_cancels() {
+        let rig = Rig::new(&[]);
+        let running = |name: &'static str| {
+            move |r: &Rig| {
+                try_trial_states(&r.study_dir(name))
+                    .is_ok_and(|t| t.iter().filter(|(_, s, _)| s == "running").count() == 4)
+            }
+        };
+        let sigint = |child: &Child| unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+
+        let cfg = rig.config(&Study { name: "once", trials: 4, args: r#", "--sleep", "2""#, ..Study::default() });
+        let mut child = rig.spawn(&cfg, &[]);
+        rig.wait_for(Duration::from_secs(30), "4 running trials", running("once"));
+        sigint(&child);
+        let (status, err) = finish(&mut child);
+        assert_eq!(status.code(), Some(130), "{err}");
+        let out = rig.run(&cfg, &["--resume"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(rig.completed("once"), 4);
+        let once: Vec<u64> = rig
+            .ledger()
+            .iter()
+            .filter(|l| l["dir"].as_str().unwrap().contains("/once/"))
+            .map(|l| l["trial"].as_u64().unwrap())
+            .collect();
+        assert_eq!(once.len(), 4, "a detached trial ran again: {once:?}");
+
+        let cfg = rig.config(&Study { name: "twice", trials: 4, args: r#", "--sleep", "2""#, ..Study::default() });
+        let mut child = rig.spawn(&cfg, &[]);
+        rig.wait_for(Duration::from_secs(30), "4 running trials", running("twice"));
+        sigint(&child);
+        std::thread::sleep(Duration::from_millis(500));
+        sigint(&child);
+        let (status, err) = finish(&mut child);
+        assert!(!status.success(), "{err}");
+        let states = trial_states(&rig.study_dir("twice"));
+        assert!(states.iter().all(|(_, s, _)| s == "cancelled"), "{states:?}");
+        assert!(rig.host_log("twice").contains("cannot stop a task once submitted"), "{}", rig.host_log("twice"));
+        let out = rig.run(&cfg, &["--resume"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(rig.completed("twice"), 4);
+        let twice: Vec<serde_json::Value> =
+            rig.ledger().into_iter().filter(|l| l["dir"].as_str().unwrap().contains("/twice/")).collect();
+        assert_eq!(twice.iter().filter(|l| l["attempt"] == 2).count(), 4, "{twice:?}");
+        // The cancelled run ended on the endpoint, and its directory was moved aside whole.
+        assert!(rig.path().join("flare/twice/trials/000001.attempt-1/result.json").exists());
+    }
+
     /// An endpoint that is offline pauses submission with the one line that says how to start
     /// it; once it is online the study goes on to its budget.
     #[test]
