@@ -844,11 +844,22 @@ fn last_line(text: &str) -> &str {
 
 /// A `failed` task's exception as the trial's failure.
 pub fn task_failure(traceback: &str) -> Failure {
-    // globus-compute-sdk's TaskExecutionFailed.WORKER_LOST_REGEX: `\s*parsl\.\S+\.WorkerLost:`.
-    if let Some(line) = traceback.lines().map(str::trim).find(|l| l.starts_with("parsl.") && l.contains(".WorkerLost:"))
-    {
-        let what = line.split_once(": ").map_or(line, |(_, m)| m);
+    // globus-compute-sdk's TaskExecutionFailed.WORKER_LOST_REGEX: `\s*parsl\.\S+\.WorkerLost:`; and
+    // Parsl's ManagerLost: the PBS job under the worker ended (its walltime, a lost node, a qdel).
+    let parsl = |kind: &str| {
+        traceback
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("parsl.") && l.contains(kind))
+            .map(|line| line.split_once(": ").map_or(line, |(_, m)| m).to_string())
+    };
+    if let Some(what) = parsl(".WorkerLost:") {
         return Failure::system(format!("the endpoint lost the worker running it ({what})"));
+    }
+    if let Some(what) = parsl(".ManagerLost:") {
+        return Failure::system(format!(
+            "the batch job running it ended under it, e.g. at its walltime ({what}); it may run again"
+        ));
     }
     if traceback.contains("MaxResultSizeExceeded") {
         return Failure::trial(format!(
