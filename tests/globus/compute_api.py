@@ -579,7 +579,10 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     err = ApiError(st, "INTERNAL_ERROR" if st >= 500 else "UNKNOWN_ERROR",
                                    "An unknown error occurred: injected %d" % st)
-                record["status"] = self.reply(st, err.body, headers)
+                # Recorded before the answer goes out: a client that reads /_control/requests
+                # right after its answer must find the status there.
+                record["status"] = st
+                self.reply(st, err.body, headers)
                 return
         try:
             with c.lock:
@@ -589,7 +592,8 @@ class Handler(BaseHTTPRequestHandler):
             headers = {}
         except ApiError as e:
             status, body, headers = e.http_status, e.body, e.headers
-        record["status"] = self.reply(status, body, headers)
+        record["status"] = status
+        self.reply(status, body, headers)
 
     def route(self, method, path, raw):
         c = self.compute
