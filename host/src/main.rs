@@ -129,6 +129,17 @@ enum Command {
         #[command(subcommand)]
         command: StudyCommand,
     },
+    /// Print a shell completion script: `alcf-host completions bash > ~/.local/share/bash-completion/completions/alcf-host`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (alcf-host.1 and one per subcommand) into a directory.
+    Man {
+        /// Where the pages go (created if missing), e.g. ~/.local/share/man/man1.
+        #[arg(long, value_name = "DIR", default_value = "man")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +171,37 @@ enum StudyCommand {
         /// Print each failed trial's whole stored log tail [default: its last 10 lines].
         #[arg(long)]
         log: bool,
+        /// Only the best N completed trials, best first.
+        #[arg(long, value_name = "N")]
+        top: Option<usize>,
+    },
+    /// Every trial as one flat table (parameters, metrics, durations, per-epoch curves) for pandas.
+    Export {
+        name: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: cli::export::ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// The best trial's parameters, as JSON or as command-line flags ready to paste.
+    Best {
+        name: String,
+        #[arg(long, value_enum, default_value = "json")]
+        format: cli::export::BestFormat,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Delete a study's directory (its database, logs and local trial files); asks first.
+    Delete {
+        name: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
     /// Put a trial of your choosing first in line (validated against the study's space).
     Enqueue {
@@ -188,6 +230,29 @@ enum StudyCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `alcf-host.1` and `alcf-host-<sub>.1` (and `alcf-host-<sub>-<subsub>.1`) in `dir`.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fn write(cmd: clap::Command, name: String, dir: &std::path::Path, n: &mut usize) -> anyhow::Result<()> {
+        let cmd = cmd.name(name.clone());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        *n += 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            write(sub.clone(), format!("{name}-{}", sub.get_name()), dir, n)?;
+        }
+        Ok(())
+    }
+    let mut n = 0;
+    write(Cli::command(), "alcf-host".into(), dir, &mut n)?;
+    cli::console(&format!("wrote {n} man pages to {} (man -l {}/alcf-host.1)", dir.display(), dir.display()));
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -245,9 +310,25 @@ fn main() -> ExitCode {
             Command::Study { command: StudyCommand::List { root, json } } => {
                 cli::study::study_list(&root.unwrap_or_else(cli::default_root), json).map(|_| Exit::Ok)
             }
-            Command::Study { command: StudyCommand::Show { name, root, json, log } } => {
-                cli::study::study_show(&root.unwrap_or_else(cli::default_root), &name, json, log).map(|_| Exit::Ok)
+            Command::Study { command: StudyCommand::Show { name, root, json, log, top } } => {
+                cli::study::study_show(&root.unwrap_or_else(cli::default_root), &name, json, log, top).map(|_| Exit::Ok)
             }
+            Command::Study { command: StudyCommand::Export { name, format, out, root } } => {
+                cli::export::study_export(&root.unwrap_or_else(cli::default_root), &name, format, out.as_ref())
+                    .map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::Best { name, format, root } } => {
+                cli::export::study_best(&root.unwrap_or_else(cli::default_root), &name, format).map(|_| Exit::Ok)
+            }
+            Command::Study { command: StudyCommand::Delete { name, yes, root } } => {
+                cli::study::study_delete(&root.unwrap_or_else(cli::default_root), &name, yes).map(|_| Exit::Ok)
+            }
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "alcf-host", &mut std::io::stdout());
+                Ok(Exit::Ok)
+            }
+            Command::Man { out } => write_man_pages(&out).map(|_| Exit::Ok),
             Command::Study { command: StudyCommand::Enqueue { name, params, root } } => {
                 cli::study::study_enqueue(&root.unwrap_or_else(cli::default_root), &name, &params).map(|_| Exit::Ok)
             }

@@ -7,6 +7,7 @@ mod compare;
 mod globus;
 mod llm;
 mod newuser;
+mod ops;
 mod pbs;
 mod resume;
 mod sandbox;

@@ -21,6 +21,11 @@ pub struct Progress {
     failed: usize,
     running: usize,
     best: Option<f64>,
+    budget: Option<u32>,
+    /// When this process saw its first trial start, and how many have ended since: the rate of
+    /// the ETA, which thereby includes parallelism, queue waits and failures.
+    first_start: Option<std::time::Instant>,
+    ended_here: usize,
 }
 
 impl Progress {
@@ -32,7 +37,18 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Progress { bar, visible, objective: objective.to_string(), completed: 0, failed: 0, running: 0, best: None }
+        Progress {
+            bar,
+            visible,
+            objective: objective.to_string(),
+            completed: 0,
+            failed: 0,
+            running: 0,
+            best: None,
+            budget: None,
+            first_start: None,
+            ended_here: 0,
+        }
     }
 
     fn start(&self, total: Option<u32>) {
@@ -62,8 +78,17 @@ impl Progress {
         }
         self.bar.set_position((self.completed + self.failed) as u64);
         let best = self.best.map_or("-".to_string(), alcf_host::space::Assignment::format_float);
-        self.bar
-            .set_message(format!("running {}  failed {}  best {} {best}", self.running, self.failed, self.objective));
+        let eta = match (self.budget, self.first_start) {
+            (Some(budget), Some(t0)) => {
+                let remaining = (budget as usize).saturating_sub(self.completed + self.failed);
+                eta(remaining, self.ended_here, t0.elapsed()).map_or(String::new(), |d| format!("  eta {}", short(d)))
+            }
+            _ => String::new(),
+        };
+        self.bar.set_message(format!(
+            "running {}  failed {}  best {} {best}{eta}",
+            self.running, self.failed, self.objective
+        ));
     }
 
     /// Prints a line above the bar (or to stderr when the bar is hidden), cut to a readable size.
@@ -76,6 +101,27 @@ impl Progress {
     pub fn printer(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let (bar, visible) = (self.bar.clone(), self.visible);
         move |line: &str| print_line(&bar, visible, line)
+    }
+}
+
+/// Time left for `remaining` trials at the rate this process has seen: `ended` trials ended in
+/// `elapsed` since its first trial started. `None` until two have ended (one end says little about
+/// a rate) and once nothing remains.
+fn eta(remaining: usize, ended: usize, elapsed: Duration) -> Option<Duration> {
+    if ended < 2 || remaining == 0 || elapsed.is_zero() {
+        return None;
+    }
+    Some(elapsed.mul_f64(remaining as f64 / ended as f64))
+}
+
+/// `45s`, `12m`, `3h05m`, `2d04h`.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s.div_ceil(60)),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
     }
 }
 
@@ -101,14 +147,17 @@ impl Observer for Progress {
         match event {
             Event::Started { budget, completed, failed, best, .. } => {
                 (self.completed, self.failed, self.best) = (*completed, *failed, *best);
+                self.budget = *budget;
                 self.start(*budget);
             }
             Event::TrialStarted { .. } => {
                 self.running += 1;
+                self.first_start.get_or_insert_with(std::time::Instant::now);
                 self.update();
             }
             Event::TrialFinished { trial, state, failure, .. } => {
                 self.running = self.running.saturating_sub(1);
+                self.ended_here += 1;
                 match failure {
                     Some(f) => {
                         self.failed += 1;
@@ -120,6 +169,7 @@ impl Observer for Progress {
             }
             Event::TrialPruned { .. } => {
                 self.running = self.running.saturating_sub(1);
+                self.ended_here += 1;
                 self.completed += 1;
                 self.update();
             }
@@ -141,5 +191,22 @@ impl Observer for Progress {
             Event::Stopped { .. } => self.bar.finish_and_clear(),
             Event::TrialProgress { .. } | Event::Suggested { .. } | Event::Observed { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_follows_the_rate_seen() {
+        assert_eq!(eta(10, 1, Duration::from_secs(60)), None, "one trial says nothing about a rate");
+        assert_eq!(eta(0, 5, Duration::from_secs(60)), None);
+        // 4 trials ended in 2 minutes (say 4 at once): 8 more take 4 minutes.
+        assert_eq!(eta(8, 4, Duration::from_secs(120)), Some(Duration::from_secs(240)));
+        assert_eq!(short(Duration::from_secs(45)), "45s");
+        assert_eq!(short(Duration::from_secs(61)), "2m");
+        assert_eq!(short(Duration::from_secs(3 * 3600 + 5 * 60)), "3h05m");
+        assert_eq!(short(Duration::from_secs(2 * 86400 + 4 * 3600)), "2d04h");
     }
 }

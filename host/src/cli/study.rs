@@ -26,8 +26,39 @@ pub fn study_list(root: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 /// `alcf-host study show NAME`: the best trial, the trial table, failures with their log tails.
-pub fn study_show(root: &Path, name: &str, json: bool, log: bool) -> anyhow::Result<()> {
-    show_to(&mut std::io::stdout().lock(), root, name, json, log)
+/// With `top`, only the best `top` completed trials, best first.
+pub fn study_show(root: &Path, name: &str, json: bool, log: bool, top: Option<usize>) -> anyhow::Result<()> {
+    show_to(&mut std::io::stdout().lock(), root, name, json, log, top)
+}
+
+/// `alcf-host study delete NAME`: removes the study's directory, after asking (unless `yes`).
+/// Refused while a host runs it.
+pub fn study_delete(root: &Path, name: &str, yes: bool) -> anyhow::Result<()> {
+    let (dir, db) = open_study(root, name)?;
+    let trials = db.trials()?.len();
+    drop(db);
+    if let Some(h) = StudyLock::holder_of(&dir) {
+        bail!(
+            "study {name} is in use by {}: stop that run first (or, if its host is gone, `alcf-host study unlock {name}`)",
+            h.describe()
+        );
+    }
+    if !yes {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            bail!("study delete {name}: give --yes to delete without asking (stdin is not a terminal)");
+        }
+        eprint!("delete study {name} ({trials} trials, {})? This cannot be undone. [y/N] ", dir.display());
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            crate::cli::console(&format!("study {name} kept"));
+            return Ok(());
+        }
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+    crate::cli::console(&format!("deleted study {name} ({trials} trials) at {}", dir.display()));
+    Ok(())
 }
 
 /// `alcf-host study enqueue NAME --params JSON`: a trial of the user's choosing, run before the
@@ -60,7 +91,7 @@ fn known_studies(root: &Path) -> Vec<String> {
 }
 
 /// Opens study `name` under `root`; an unknown one is an error that lists the known ones.
-fn open_study(root: &Path, name: &str) -> anyhow::Result<(PathBuf, StudyDb)> {
+pub(crate) fn open_study(root: &Path, name: &str) -> anyhow::Result<(PathBuf, StudyDb)> {
     check_study_name(name)?;
     let dir = root.join(name);
     match StudyDb::open(&dir) {
@@ -151,6 +182,19 @@ fn list_to(w: &mut dyn Write, root: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The best `n` completed trials, best first (ties by id).
+fn top_trials(trials: &[TrialRow], direction: Direction, n: usize) -> Vec<TrialRow> {
+    let mut done: Vec<&TrialRow> =
+        trials.iter().filter(|t| t.state == TrialState::Completed && t.value.is_some_and(f64::is_finite)).collect();
+    done.sort_by(|a, b| {
+        let (x, y) = (a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN));
+        let order = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+        let order = if direction.better(1.0, 0.0) { order.reverse() } else { order };
+        order.then(a.id.cmp(&b.id))
+    });
+    done.into_iter().take(n).cloned().collect()
+}
+
 pub fn best_trial(trials: &[TrialRow], direction: Direction) -> Option<&TrialRow> {
     trials.iter().filter(|t| t.state == TrialState::Completed && t.value.is_some()).fold(
         None,
@@ -161,13 +205,22 @@ pub fn best_trial(trials: &[TrialRow], direction: Direction) -> Option<&TrialRow
     )
 }
 
-fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) -> anyhow::Result<()> {
+fn show_to(
+    w: &mut dyn Write,
+    root: &Path,
+    name: &str,
+    json: bool,
+    log: bool,
+    top: Option<usize>,
+) -> anyhow::Result<()> {
     let (dir, db) = open_study(root, name)?;
     let meta = db.meta()?;
-    let trials = db.trials()?;
+    let all_trials = db.trials()?;
     let queued = db.queued()?;
     let direction = Direction::parse(&meta.direction).unwrap_or_default();
-    let best = best_trial(&trials, direction);
+    let best = best_trial(&all_trials, direction);
+    let top_rows = top.map(|n| top_trials(&all_trials, direction, n));
+    let trials: &[TrialRow] = top_rows.as_deref().unwrap_or(&all_trials);
     if json {
         let trial_json = |t: &TrialRow| {
             serde_json::json!({
@@ -195,7 +248,7 @@ fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) ->
     writeln!(w, "objective:  {} ({})", meta.objective, meta.direction)?;
     writeln!(w, "strategy:   {}", meta.plugin)?;
     writeln!(w, "executor:   {}", meta.executor)?;
-    let mut parts = vec![format!("{} completed", count(&trials, TrialState::Completed))];
+    let mut parts = vec![format!("{} completed", count(&all_trials, TrialState::Completed))];
     for (state, always) in [
         (TrialState::Failed, true),
         (TrialState::Pruned, false),
@@ -203,12 +256,12 @@ fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) ->
         (TrialState::Running, true),
         (TrialState::Pending, true),
     ] {
-        let n = count(&trials, state);
+        let n = count(&all_trials, state);
         if always || n > 0 {
             parts.push(format!("{n} {}", state.as_str()));
         }
     }
-    writeln!(w, "trials:     {} — {}", trials.len(), parts.join(", "))?;
+    writeln!(w, "trials:     {} — {}", all_trials.len(), parts.join(", "))?;
     let llm = db.llm_totals()?;
     if llm.calls + llm.replayed > 0 {
         writeln!(
@@ -233,7 +286,7 @@ fn show_to(w: &mut dyn Write, root: &Path, name: &str, json: bool, log: bool) ->
     }
     writeln!(w)?;
     writeln!(w, "{:>6}  {:<10} {:>14} {:>9}  params", "trial", "state", meta.objective, "time (s)")?;
-    for t in &trials {
+    for t in trials {
         let secs = match (t.started_at, t.finished_at) {
             (Some(a), Some(b)) => format!("{:.1}", b - a),
             _ => "-".into(),
@@ -471,7 +524,7 @@ mod tests {
             };
             db.finish_trials(&[(id, f)]).unwrap();
         }
-        let text = run(|w| show_to(w, root.path(), "s", true, false)).unwrap();
+        let text = run(|w| show_to(w, root.path(), "s", true, false, None)).unwrap();
         let v: Json = serde_json::from_str(&text).unwrap();
         for (t, x) in v["trials"].as_array().unwrap().iter().zip(TRICKY) {
             for got in [&t["params"]["x"], &t["value"], &t["metrics"]["loss"]] {
@@ -488,6 +541,59 @@ mod tests {
     }
 
     #[test]
+    fn top_export_and_best() {
+        use crate::cli::export::{BestFormat, ExportFormat, best_text, export_text};
+        let root = tempfile::tempdir().unwrap();
+        let db = study(root.path(), "s");
+        for (x, n, loss) in [(3.0, 1, 0.5), (1.0, 2, 0.25), (2.0, 3, 0.75)] {
+            let mut p = Map::new();
+            p.insert("x".into(), Json::from(x));
+            p.insert("n".into(), Json::from(n));
+            let id = db.insert_trial(&p).unwrap();
+            let f = Finish {
+                state: TrialState::Completed,
+                value: Some(loss),
+                metrics: [("loss".to_string(), loss), ("acc, top-1".to_string(), 1.0 - loss)].into(),
+                curve: vec![[("loss".to_string(), loss * 2.0)].into(), [("loss".to_string(), loss)].into()],
+                failure: None,
+                log_tail: None,
+            };
+            db.finish_trials(&[(id, f)]).unwrap();
+        }
+        let mut p = Map::new();
+        p.insert("x".into(), Json::from(9.0));
+        p.insert("n".into(), Json::from(4));
+        let id = db.insert_trial(&p).unwrap();
+        db.finish_trials(&[(id, Finish::failed("exit status 2, \"bad\"".into()))]).unwrap();
+
+        let text = run(|w| show_to(w, root.path(), "s", true, false, Some(2))).unwrap();
+        let v: Json = serde_json::from_str(&text).unwrap();
+        let ids: Vec<u64> = v["trials"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, [2, 1], "the best two, best first");
+        let text = run(|w| show_to(w, root.path(), "s", false, false, Some(1))).unwrap();
+        assert!(text.contains("trials:     4 — 3 completed, 1 failed"), "the counts are the study's: {text}");
+
+        let csv = export_text(&db, ExportFormat::Csv).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "id,state,attempt,source,value,created_at,started_at,finished_at,duration_s,failure,param.x,param.n,\
+             \"metric.acc, top-1\",metric.loss,epochs,curve"
+        );
+        assert_eq!(lines.len(), 5);
+        assert!(lines[4].contains(",\"exit status 2, \"\"bad\"\"\","), "{}", lines[4]);
+        assert!(lines[2].starts_with("2,completed,1,,0.25,"), "{}", lines[2]);
+        assert!(lines[2].ends_with(",1.0,2,0.75,0.25,2,\"[{\"\"loss\"\":0.5},{\"\"loss\"\":0.25}]\""), "{}", lines[2]);
+        let json: Json = serde_json::from_str(&export_text(&db, ExportFormat::Json).unwrap()).unwrap();
+        assert_eq!(json[1]["param.x"], 1.0);
+        assert_eq!(json[1]["curve"][1]["loss"], 0.25);
+        assert_eq!(json[3]["value"], Json::Null);
+
+        assert_eq!(best_text(&db, "s", BestFormat::Json).unwrap(), r#"{"n":2,"x":1.0}"#);
+        assert_eq!(best_text(&db, "s", BestFormat::Flags).unwrap(), "--x 1.0 --n 2");
+    }
+
+    #[test]
     fn show_gives_failures_their_log_tail_and_counts_cancelled() {
         let root = tempfile::tempdir().unwrap();
         let db = study(root.path(), "s");
@@ -500,7 +606,7 @@ mod tests {
         db.mark_running(b, "job", "{}").unwrap();
         db.mark_cancelled(&[b]).unwrap();
 
-        let text = run(|w| show_to(w, root.path(), "s", false, false)).unwrap();
+        let text = run(|w| show_to(w, root.path(), "s", false, false, None)).unwrap();
         assert!(text.contains("executor:   local: python3 train.py --x {x}"), "{text}");
         assert!(text.contains("2 — 0 completed, 1 failed, 1 cancelled, 0 running, 0 pending"), "{text}");
         let failure = text.find("└ exit status 1").unwrap();
@@ -511,7 +617,7 @@ mod tests {
             "{text}"
         );
 
-        let text = run(|w| show_to(w, root.path(), "s", false, true)).unwrap();
+        let text = run(|w| show_to(w, root.path(), "s", false, true, None)).unwrap();
         assert!(
             text.contains("│ line 1\n") && text.contains("│ line 25\n") && !text.contains("earlier lines"),
             "{text}"
@@ -521,13 +627,13 @@ mod tests {
     #[test]
     fn an_unknown_study_lists_the_known_ones() {
         let root = tempfile::tempdir().unwrap();
-        let e = run(|w| show_to(w, root.path(), "ghost", false, false)).unwrap_err().to_string();
+        let e = run(|w| show_to(w, root.path(), "ghost", false, false, None)).unwrap_err().to_string();
         assert!(e.contains("no study at") && e.contains("no studies under") && e.contains("alcf-host run"), "{e}");
         study(root.path(), "alpha");
         study(root.path(), "beta");
-        let e = run(|w| show_to(w, root.path(), "ghost", false, false)).unwrap_err().to_string();
+        let e = run(|w| show_to(w, root.path(), "ghost", false, false, None)).unwrap_err().to_string();
         assert!(e.contains("no study at") && e.contains(": alpha, beta"), "{e}");
-        assert!(run(|w| show_to(w, root.path(), "../x", false, false)).is_err());
+        assert!(run(|w| show_to(w, root.path(), "../x", false, false, None)).is_err());
     }
 
     #[test]
@@ -558,7 +664,7 @@ mod tests {
         let dir = root.path().join("s");
         let remote = Holder { pid: 1, host: "aurora-uan-0010".into(), since: 0, proc_start: None };
         std::fs::write(dir.join(alcf_host::study::lock::LOCK_FILE), serde_json::to_string(&remote).unwrap()).unwrap();
-        let text = run(|w| show_to(w, root.path(), "s", false, false)).unwrap();
+        let text = run(|w| show_to(w, root.path(), "s", false, false, None)).unwrap();
         assert!(text.contains("in use by:  alcf-host pid 1 on aurora-uan-0010"), "{text}");
         let text = run(|w| unlock_to(w, root.path(), "s")).unwrap();
         assert!(text.contains("released by hand"), "{text}");
