@@ -129,6 +129,22 @@ enum Command {
         #[command(subcommand)]
         command: StudyCommand,
     },
+    /// Check everything a study depends on (config, plugin, cache, disk, the executor's machine,
+    /// logins, the LLM); each check with a verdict and the fix. Exit status 1 if any failed.
+    Doctor {
+        /// The study's configuration [default: only this machine's checks and the logins].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The strategy plugin [default: the config's].
+        #[arg(long, value_name = "FILE.wasm")]
+        strategy: Option<PathBuf>,
+        /// Where studies go [default: the config's, or ./studies].
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// The checks as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script: `alcf-host completions bash > ~/.local/share/bash-completion/completions/alcf-host`.
     Completions {
         #[arg(value_enum)]
@@ -322,6 +338,10 @@ fn main() -> ExitCode {
             }
             Command::Study { command: StudyCommand::Delete { name, yes, root } } => {
                 cli::study::study_delete(&root.unwrap_or_else(cli::default_root), &name, yes).map(|_| Exit::Ok)
+            }
+            Command::Doctor { config, strategy, root, json } => {
+                let ok = cli::doctor::doctor(cli::doctor::DoctorOptions { config, strategy, root, json }).await?;
+                Ok(if ok { Exit::Ok } else { Exit::Error })
             }
             Command::Completions { shell } => {
                 use clap::CommandFactory;

@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod compare;
+mod doctor;
 mod globus;
 mod llm;
 mod newuser;

@@ -271,6 +271,22 @@ class EmulatorTest(unittest.TestCase):
         self.assertEqual(row[3:5], ["0", "Q"])
         self.assertEqual(row[5], "debug")
 
+    def test_queue_and_server_status(self):
+        self.env["PBS_EMU_QUEUE_DELAY"] = "60"
+        self.submit("#!/bin/sh\nexit 0\n")
+        r = self.cmd("qstat", "-Q", "debug")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertTrue(lines[0].startswith("Queue              Max   Tot Ena Str   Que"), lines)
+        self.assertEqual(lines[2].split()[:6], ["debug", "0", "1", "yes", "yes", "1"])
+        self.assertEqual(len(self.cmd("qstat", "-Q").stdout.splitlines()), 2 + 4)  # every queue
+        r = self.cmd("qstat", "-Q", "nosuch")
+        self.assertEqual((r.returncode, r.stderr.strip()), (170, "qstat: Unknown queue nosuch"))
+        r = self.cmd("qstat", "-B")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines()[2].split()[0], "aurora-pbs-0001")
+        self.assertEqual(r.stdout.splitlines()[2].split()[-1], "Active")
+
     # -- refusals -------------------------------------------------------------------------
     def test_submit_refusals(self):
         s = self.script("#!/bin/sh\nexit 0\n")

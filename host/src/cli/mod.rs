@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod compare;
 pub mod connect;
+pub mod doctor;
 pub mod export;
 pub mod logging;
 pub mod plugin;

@@ -452,6 +452,43 @@ impl ChatClient {
         })
     }
 
+    /// For `alcf-host doctor`: the gateway's health route (`…/resource_server/health` on Sophia's
+    /// layout, `{base_url}/models` on a plain vLLM) answers 2xx.
+    pub async fn health(&self) -> Result<String, String> {
+        let base = self.cfg.base_url.trim_end_matches('/');
+        let url = match base.split_once("/resource_server/") {
+            Some((head, _)) => format!("{head}/resource_server/health"),
+            None => format!("{base}/models"),
+        };
+        let mut req = self.http.get(&url).timeout(Duration::from_secs(30));
+        if let Ok(Some(t)) = self.tokens.token().await {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Ok(url),
+            Ok(r) => Err(format!("{url} answered {}", r.status())),
+            Err(e) => Err(redact(&format!("{url}: {}", chain(&e)), None)),
+        }
+    }
+
+    /// For `alcf-host doctor`: what the jobs route says about `model` (`is running`, `is queued`,
+    /// `is not listed …`), or why it could not be read; `None` without a jobs route.
+    pub async fn model_status(&self, model: &str) -> Option<Result<String, String>> {
+        let url = self.cfg.jobs_url.as_deref()?;
+        let mut req = self.http.get(url).timeout(Duration::from_secs(30));
+        if let Ok(Some(t)) = self.tokens.token().await {
+            req = req.bearer_auth(t);
+        }
+        Some(match req.send().await {
+            Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                Ok(jobs) => Ok(describe_model(&jobs, model)),
+                Err(e) => Err(format!("{url}: unreadable answer: {e}")),
+            },
+            Ok(r) => Err(format!("{url} answered {}", r.status())),
+            Err(e) => Err(format!("{url}: {}", chain(&e))),
+        })
+    }
+
     /// What the jobs route says about `model` on a 408 / 503 ("is queued", "is starting"); None when there is
     /// no jobs route or it failed (its failure never fails the chat request).
     async fn model_state(&self, status: u16, model: &str, token: Option<&str>) -> Option<String> {

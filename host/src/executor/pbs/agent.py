@@ -704,7 +704,29 @@ def op_stop_pilots(ctx, op):
     return {}
 
 
+def op_probe(ctx, op):
+    """For `alcf-host doctor`: does the PBS server answer, does the queue exist, can the study root be
+    written, is the trial program found. Changes nothing but a probe file, removed at once."""
+    out = {"server": run_cmd([ctx.pbs("qstat"), "-B"])}
+    queue = op.get("queue")
+    if queue:
+        out["queue"] = run_cmd([ctx.pbs("qstat"), "-Q", queue])
+    try:
+        os.makedirs(ctx.root, exist_ok=True)
+        probe = os.path.join(ctx.root, ".alcf-doctor-%d" % os.getpid())
+        write_atomic(probe, b"ok\n")
+        os.remove(probe)
+        out["writable"] = True
+    except OSError as e:
+        out["writable"] = "%s: %s" % (ctx.root, e.strerror or e)
+    program = op.get("program")
+    if program:
+        out["program"] = run_cmd(["/bin/sh", "-c", 'command -v -- "$1"', "sh", program])
+    return out
+
+
 OPS = {
+    "probe": op_probe,
     "digest": op_digest,
     "stage": op_stage,
     "submit": op_submit,

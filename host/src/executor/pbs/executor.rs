@@ -251,6 +251,21 @@ impl PbsExecutor {
         self.inner.remote.calls()
     }
 
+    /// For `alcf-host doctor`: one remote call that asks whether the PBS server answers
+    /// (`qstat -B`), the queue exists (`qstat -Q`), the study root is writable and the trial
+    /// program is found (`command -v`); the agent's answer as it is.
+    pub async fn probe(&self) -> Result<Value, String> {
+        let program = self.inner.cfg.command.first().filter(|p| !p.contains('{')).cloned();
+        let op = json!({"op": "probe", "queue": self.inner.cfg.pbs.queue, "program": program});
+        let reply = self.inner.remote.call(vec![op]).await.map_err(|e| e.to_string())?;
+        Ok(reply.results.into_iter().next().unwrap_or(Value::Null))
+    }
+
+    /// The remote transport (for checks of the SSH master).
+    pub fn transport(&self) -> &Transport {
+        self.inner.remote.transport()
+    }
+
     /// What the poll cycles have cost so far.
     pub fn cycle_counters(&self) -> CycleCounters {
         *self.inner.counters.lock().unwrap_or_else(|e| e.into_inner())
