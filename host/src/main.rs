@@ -129,6 +129,9 @@ enum Command {
         #[command(subcommand)]
         command: StudyCommand,
     },
+    /// Write a commented study config (local, PBS or Globus Compute) by questions or flags, then
+    /// check it with `doctor`.
+    Init(cli::init::InitOptions),
     /// Check everything a study depends on (config, plugin, cache, disk, the executor's machine,
     /// logins, the LLM); each check with a verdict and the fix. Exit status 1 if any failed.
     Doctor {
@@ -339,6 +342,7 @@ fn main() -> ExitCode {
             Command::Study { command: StudyCommand::Delete { name, yes, root } } => {
                 cli::study::study_delete(&root.unwrap_or_else(cli::default_root), &name, yes).map(|_| Exit::Ok)
             }
+            Command::Init(opts) => Ok(if cli::init::init(opts).await? { Exit::Ok } else { Exit::Error }),
             Command::Doctor { config, strategy, root, json } => {
                 let ok = cli::doctor::doctor(cli::doctor::DoctorOptions { config, strategy, root, json }).await?;
                 Ok(if ok { Exit::Ok } else { Exit::Error })

@@ -6,6 +6,7 @@ mod cli;
 mod compare;
 mod doctor;
 mod globus;
+mod init;
 mod llm;
 mod newuser;
 mod ops;

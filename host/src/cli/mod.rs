@@ -7,6 +7,7 @@ pub mod compare;
 pub mod connect;
 pub mod doctor;
 pub mod export;
+pub mod init;
 pub mod logging;
 pub mod plugin;
 pub mod progress;
