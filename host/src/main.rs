@@ -132,6 +132,15 @@ enum Command {
     /// Write a commented study config (local, PBS or Globus Compute) by questions or flags, then
     /// check it with `doctor`.
     Init(cli::init::InitOptions),
+    /// Write a study's HTML report (self-contained; a PNG and an SVG of each figure beside it).
+    Report {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Where the report goes [default: <study>/report/].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Check everything a study depends on (config, plugin, cache, disk, the executor's machine,
     /// logins, the LLM); each check with a verdict and the fix. Exit status 1 if any failed.
     Doctor {
@@ -341,6 +350,10 @@ fn main() -> ExitCode {
             }
             Command::Study { command: StudyCommand::Delete { name, yes, root } } => {
                 cli::study::study_delete(&root.unwrap_or_else(cli::default_root), &name, yes).map(|_| Exit::Ok)
+            }
+            Command::Report { name, root, out } => {
+                cli::report::study_report(&root.unwrap_or_else(cli::default_root), &name, out.as_deref())
+                    .map(|_| Exit::Ok)
             }
             Command::Init(opts) => Ok(if cli::init::init(opts).await? { Exit::Ok } else { Exit::Error }),
             Command::Doctor { config, strategy, root, json } => {

@@ -163,8 +163,17 @@ fn compare_config_gives_every_study_its_own_log() {
     assert!(result.status.success(), "{}", text(&result));
     let studies: Vec<_> = std::fs::read_dir(out.join("studies")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(studies.len(), 4, "{studies:?}");
-    for study in studies {
+    for study in &studies {
         let log = std::fs::read_to_string(study.join("host.log")).unwrap_or_default();
         assert!(log.contains("plugin loaded") && log.contains("campaign stopped"), "{}: {log}", study.display());
+    }
+    // Each study's HTML report, linked from summary.md.
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Study reports"), "{md}");
+    for study in &studies {
+        let name = study.file_name().unwrap().to_string_lossy().into_owned();
+        let rel = format!("studies/{name}/report/index.html");
+        assert!(md.contains(&format!("[{name}]({rel})")), "{md}");
+        assert!(out.join(&rel).exists(), "{rel}");
     }
 }

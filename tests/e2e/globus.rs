@@ -668,7 +668,7 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
             "{slow}"
         );
         let fail = by_mode("fail");
-        assert_eq!(fail["failure"], "exit status 3", "{fail}");
+        assert_eq!(fail["failure"], "exited with status 3", "{fail}");
         assert!(fail["log_tail"].as_str().unwrap().contains("bad hyperparameters: x=0.3"), "{fail}");
         // One of them lost its worker first and was run again (attempt 2).
         let log = rig.host_log("fail");

@@ -11,6 +11,7 @@ mod llm;
 mod newuser;
 mod ops;
 mod pbs;
+mod report;
 mod resume;
 mod sandbox;
 mod ssh;

@@ -11,6 +11,7 @@ pub mod init;
 pub mod logging;
 pub mod plugin;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod study;
 

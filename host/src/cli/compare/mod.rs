@@ -312,6 +312,35 @@ fn parse_bench(objective: &str) -> anyhow::Result<(String, Option<usize>)> {
     })
 }
 
+/// With --config every run is a study under `out/studies/`: each gets its HTML report
+/// (`alcf-host report`), and summary.md links them.
+fn link_study_reports(out: &Path) -> anyhow::Result<()> {
+    let mut links = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("studies"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(alcf_host::study::DB_FILE).exists())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let db = StudyDb::open(&dir)?;
+        let html = crate::cli::report::write_report(&db, &dir.join("report"))?;
+        let rel = html.strip_prefix(out).unwrap_or(&html).display().to_string();
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        links.push(format!("- [{name}]({rel})"));
+    }
+    if !links.is_empty() {
+        let path = out.join("summary.md");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str("\n## Study reports\n\n");
+        text.push_str(&links.join("\n"));
+        text.push('\n');
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Runs the comparison and writes the report. Returns the report directory.
 pub async fn compare(opts: CompareOptions) -> anyhow::Result<PathBuf> {
     if opts.strategies.is_empty() {
@@ -354,6 +383,9 @@ pub async fn compare(opts: CompareOptions) -> anyhow::Result<PathBuf> {
     let summaries = report::summarize(&comparison);
     report::write_all(&comparison, &summaries, &out)?;
     plot::write_curves(&comparison, &out)?;
+    if opts.config.is_some() {
+        link_study_reports(&out)?;
+    }
     if !opts.quiet {
         print!("{}", report::text_table(&comparison, &summaries));
         for s in &summaries {

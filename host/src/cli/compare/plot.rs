@@ -18,7 +18,7 @@ const FONT: &[u8] = include_bytes!("../../../assets/DejaVuSans-subset.ttf");
 const SIZE: (u32, u32) = (1000, 620);
 
 /// Tableau 10: distinct, colour-blind-friendlier hues.
-const COLORS: [RGBColor; 10] = [
+pub(crate) const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -31,7 +31,7 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for family in ["sans-serif", "serif", "monospace"] {
@@ -204,15 +204,25 @@ pub fn write_curves(c: &Comparison, dir: &Path) -> anyhow::Result<()> {
         let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
         draw(&root, c, &bands)?;
     }
-    let png_path = dir.join("curves.png");
-    let file = std::fs::File::create(&png_path).with_context(|| format!("cannot write {}", png_path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    write_png(&dir.join("curves.png"), &buf, SIZE, png::Compression::Best)?;
+    Ok(())
+}
+
+/// An RGB buffer of `size` as a PNG file.
+pub(crate) fn write_png(
+    path: &Path,
+    rgb: &[u8],
+    size: (u32, u32),
+    compression: png::Compression,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), size.0, size.1);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Best);
-    let mut writer = encoder.write_header().with_context(|| format!("cannot write {}", png_path.display()))?;
-    writer.write_image_data(&buf).with_context(|| format!("cannot write {}", png_path.display()))?;
-    writer.finish().with_context(|| format!("cannot write {}", png_path.display()))?;
+    encoder.set_compression(compression);
+    let mut writer = encoder.write_header().with_context(|| format!("cannot write {}", path.display()))?;
+    writer.write_image_data(rgb).with_context(|| format!("cannot write {}", path.display()))?;
+    writer.finish().with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

@@ -879,14 +879,15 @@ pub fn outcome_report(o: &Value, timeout: Option<Duration>, trial: u64) -> RunRe
             "timed out: it ran past executor.timeout_s of {} s",
             timeout.map_or(0, |t| t.as_secs())
         ))),
-        Some(75) => Some(Failure::system("the trial stopped and asked to be resumed (exit status 75)")),
+        Some(75) => Some(Failure::system("exited with status 75 (EX_TEMPFAIL: it stopped and asks to be resumed)")),
         Some(n) if n < 0 => {
             let sig = -n;
             let name = crate::executor::pbs::qstat::signal_name(sig).map(|s| format!(" ({s})")).unwrap_or_default();
             let reason = format!("killed by signal {sig}{name}");
             Some(if matches!(sig, 9 | 15) { Failure::system(reason) } else { Failure::trial(reason) })
         }
-        Some(n) => Some(Failure::trial(format!("exit status {n}"))),
+        // The local executor's words, so reasons group alike in reports.
+        Some(n) => Some(Failure::trial(format!("exited with status {n}"))),
         None => Some(Failure::system("the endpoint returned no exit status")),
     };
     let lines: Vec<String> = o["metrics"]
