@@ -41,3 +41,7 @@ resume=()
 step "run: alcf-host run --config config/quickstart.toml ${resume[*]:-}"
 target/release/alcf-host run --config config/quickstart.toml "${resume[@]}"
 target/release/alcf-host study show quickstart | head -n 30
+step "report: alcf-host report quickstart"
+target/release/alcf-host report quickstart
+echo "open studies/quickstart/report/index.html in a browser: every figure of the study, one self-contained file"
+
