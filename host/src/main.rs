@@ -141,6 +141,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// A local web page of every study under a root, each shown live (read-only).
+    Dashboard {
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// The port [default: 8765; 0 picks a free one].
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// The address to listen on; anything but loopback requires a token (made when not given).
+        #[arg(long, default_value = "127.0.0.1")]
+        listen: String,
+        /// An access token every URL must carry (`?token=…`).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Check everything a study depends on (config, plugin, cache, disk, the executor's machine,
     /// logins, the LLM); each check with a verdict and the fix. Exit status 1 if any failed.
     Doctor {
@@ -353,6 +367,12 @@ fn main() -> ExitCode {
             }
             Command::Report { name, root, out } => {
                 cli::report::study_report(&root.unwrap_or_else(cli::default_root), &name, out.as_deref())
+                    .map(|_| Exit::Ok)
+            }
+            Command::Dashboard { root, port, listen, token } => {
+                let root = root.unwrap_or_else(cli::default_root);
+                cli::dashboard::dashboard(cli::dashboard::DashboardOptions { root, listen, port, token })
+                    .await
                     .map(|_| Exit::Ok)
             }
             Command::Init(opts) => Ok(if cli::init::init(opts).await? { Exit::Ok } else { Exit::Error }),

@@ -1,5 +1,6 @@
 //! `alcf-host report` on a 1000-trial study (goal: under 2 s) and on a 100-trial one, alternating,
-//! with the release binary (built here when missing or stale). The studies are written straight
+//! and the dashboard's page of each (goal: under 1 s for 1000 trials), with the release binary
+//! (built here when missing or stale). The studies are written straight
 //! into study databases: 6 parameters (log, linear, integer, choice), 20-epoch learning curves,
 //! 8% failed trials with a few distinct reasons, 12 slots.
 //!
@@ -121,6 +122,38 @@ fn main() {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             times[i].push(el.as_secs_f64());
         }
+    }
+    // The dashboard's page of each study, fetched as a browser would (one GET, whole body).
+    let mut dash = Command::new(&bin)
+        .args(["dashboard", "--root", root.to_str().unwrap(), "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(dash.stdout.take().unwrap()), &mut line).unwrap();
+    let host = line.trim().trim_start_matches("dashboard: http://").trim_end_matches('/').to_string();
+    let mut pages: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (i, name) in ["t1000", "t100"].iter().enumerate() {
+            let t = Instant::now();
+            let mut s = std::net::TcpStream::connect(&host).unwrap();
+            std::io::Write::write_all(&mut s, format!("GET /study/{name} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut s, &mut body).unwrap();
+            assert!(body.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&body[..body.len().min(200)]));
+            pages[i].push(t.elapsed().as_secs_f64());
+        }
+    }
+    let _ = dash.kill();
+    let _ = dash.wait();
+    for (i, n) in [1000, 100].iter().enumerate() {
+        println!(
+            "dashboard page, {n:>5} trials: median {:.3} s (runs: {:?})",
+            median(pages[i].clone()),
+            pages[i].iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>()
+        );
     }
     for (i, (name, n)) in [("t1000", 1000), ("t100", 100)].iter().enumerate() {
         let size: u64 = std::fs::read_dir(root.join(name).join("report"))

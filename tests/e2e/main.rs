@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod compare;
+mod dashboard;
 mod doctor;
 mod globus;
 mod init;

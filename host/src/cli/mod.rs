@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod compare;
 pub mod connect;
+pub mod dashboard;
 pub mod doctor;
 pub mod export;
 pub mod init;

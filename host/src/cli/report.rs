@@ -44,27 +44,57 @@ pub fn study_report(root: &Path, name: &str, out: Option<&Path>) -> anyhow::Resu
 pub fn write_report(db: &StudyDb, out: &Path) -> anyhow::Result<PathBuf> {
     let data = Data::load(db)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let figures = figures(&data, true)?;
+    for f in &figures {
+        std::fs::write(out.join(format!("{}.svg", f.id)), &f.svg)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        if let Some(png) = &f.png {
+            write_png(&out.join(format!("{}.png", f.id)), png, SIZE, png::Compression::Fast)?;
+        }
+    }
+    let path = out.join("index.html");
+    std::fs::write(&path, html(&data, &figures, "")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// The report page of `db` in memory, SVG only (the dashboard); `tail` goes before `</body>`.
+pub fn page(db: &StudyDb, tail: &str) -> anyhow::Result<String> {
+    let data = Data::load(db)?;
+    let figures = figures(&data, false)?;
+    Ok(html(&data, &figures, tail))
+}
+
+pub struct Figure {
+    id: &'static str,
+    title: &'static str,
+    svg: String,
+    png: Option<Vec<u8>>,
+}
+
+fn figures(data: &Data, with_png: bool) -> anyhow::Result<Vec<Figure>> {
     register_font();
-    let mut figures: Vec<(&str, String, String)> = Vec::new(); // (id, title, inline svg)
+    let mut figures = Vec::new();
     macro_rules! figure {
         ($id:expr, $title:expr, $draw:ident) => {{
             // Each drawing function is generic over the backend: once as SVG text, once as RGB.
             let mut svg = String::new();
             {
                 let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-                $draw(&root, &data)?;
+                $draw(&root, data)?;
                 root.present().map_err(err)?;
             }
-            let mut png = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
-            {
-                let root = BitMapBackend::with_buffer(&mut png, SIZE).into_drawing_area();
-                $draw(&root, &data)?;
-                root.present().map_err(err)?;
-            }
-            std::fs::write(out.join(format!("{}.svg", $id)), &svg)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            write_png(&out.join(format!("{}.png", $id)), &png, SIZE, png::Compression::Fast)?;
-            figures.push(($id, $title.to_string(), svg));
+            let png = if with_png {
+                let mut png = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
+                {
+                    let root = BitMapBackend::with_buffer(&mut png, SIZE).into_drawing_area();
+                    $draw(&root, data)?;
+                    root.present().map_err(err)?;
+                }
+                Some(png)
+            } else {
+                None
+            };
+            figures.push(Figure { id: $id, title: $title, svg, png });
         }};
     }
     figure!("best_trials", "Best so far, over trials", draw_best_trials);
@@ -79,10 +109,7 @@ pub fn write_report(db: &StudyDb, out: &Path) -> anyhow::Result<PathBuf> {
     if !data.llm.is_empty() {
         figure!("llm", "LLM calls: latency and tokens", draw_llm);
     }
-    let html = html(&data, &figures);
-    let path = out.join("index.html");
-    std::fs::write(&path, html).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    Ok(figures)
 }
 
 struct Done {
@@ -797,7 +824,7 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn html(d: &Data, figures: &[(&str, String, String)]) -> String {
+fn html(d: &Data, figures: &[Figure], tail: &str) -> String {
     let count = |s: TrialState| d.trials.iter().filter(|t| t.state == s).count();
     let ranked = d.ranked();
     let mut h = String::new();
@@ -841,19 +868,25 @@ fn html(d: &Data, figures: &[(&str, String, String)]) -> String {
         );
     }
     h.push_str("<nav>");
-    for (id, title, _) in figures {
-        let _ = write!(h, "<a href=\"#{id}\">{}</a> · ", esc(title));
+    for f in figures {
+        let _ = write!(h, "<a href=\"#{}\">{}</a> · ", f.id, esc(f.title));
     }
     h.push_str("<a href=\"#failures\">Failure reasons</a> · <a href=\"#top\">Best trials</a></nav>\n");
-    for (id, title, svg) in figures {
-        let svg = svg.trim_start_matches("<?xml version=\"1.0\" encoding=\"UTF-8\"?>").trim_start();
+    for f in figures {
+        let id = f.id;
+        let svg = f.svg.trim_start_matches("<?xml version=\"1.0\" encoding=\"UTF-8\"?>").trim_start();
         let _ = write!(
             h,
-            "<h2 id=\"{id}\">{}</h2>\n<figure class=\"figure\" data-figure=\"{id}\">{svg}</figure>\n\
-             <p class=\"files\"><a href=\"{id}.svg\">{id}.svg</a> · <a href=\"{id}.png\">{id}.png</a></p>\n",
-            esc(title)
+            "<h2 id=\"{id}\">{}</h2>\n<figure class=\"figure\" data-figure=\"{id}\">{svg}</figure>\n",
+            esc(f.title)
         );
-        if *id == "importance" && !d.importance.is_empty() {
+        if f.png.is_some() {
+            let _ = writeln!(
+                h,
+                "<p class=\"files\"><a href=\"{id}.svg\">{id}.svg</a> · <a href=\"{id}.png\">{id}.png</a></p>"
+            );
+        }
+        if id == "importance" && !d.importance.is_empty() {
             h.push_str("<table><tr><th>parameter</th><th>share</th></tr>");
             for (i, s) in &d.importance {
                 let _ = write!(h, "<tr><td>{}</td><td>{:.2}</td></tr>", esc(&d.space.params()[*i].name), s);
@@ -931,7 +964,7 @@ fn html(d: &Data, figures: &[(&str, String, String)]) -> String {
         "<p class=\"files\">Written by alcf-host {} from the study database; `alcf-host report {}` writes it again.</p>\n\
          <script>\n// For the tests and for a reader: mark the figures that rendered (a non-empty box).\n\
          (function(){{var n=0;document.querySelectorAll('figure.figure svg').forEach(function(s){{var b=s.getBoundingClientRect();if(b.width>0&&b.height>0&&s.querySelector('rect,path,polyline,circle,text'))n++;}});document.body.setAttribute('data-figures-rendered',String(n));}})();\n\
-         </script>\n</body></html>\n",
+         </script>\n{tail}</body></html>\n",
         env!("CARGO_PKG_VERSION"),
         esc(&d.meta.name)
     );

@@ -398,6 +398,20 @@ impl StudyDb {
         Ok(db)
     }
 
+    /// Opens the study in `dir` to read only (the dashboard): no schema, journal or durability
+    /// change, no write of any kind, and a short busy timeout, so a running host is never held up.
+    pub fn open_read_only(dir: &Path) -> Result<StudyDb, StudyError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StudyError::NotFound(dir.to_path_buf()));
+        }
+        let err = |source| StudyError::Sqlite { path: path.clone(), source };
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(err)?;
+        let fs = Fs::detect(dir);
+        Ok(StudyDb { path, conn: Mutex::new(conn), fs, durability: Durability::for_fs(fs) })
+    }
+
     fn connect(path: PathBuf, fs: Fs) -> Result<StudyDb, StudyError> {
         let durability = Durability::for_fs(fs);
         let err = |source| StudyError::Sqlite { path: path.clone(), source };
