@@ -212,3 +212,33 @@ fn llm_token_gateway_and_model() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(verdict(&checks, "gateway"), "fail", "{checks:?}");
 }
+
+/// Through a real loopback sshd and ControlMaster to the PBS emulator; then with the master gone.
+#[test]
+fn pbs_through_an_ssh_master() {
+    use alcf_tests::sshd::{Sshd, SshdOptions};
+    let rig = Rig::new();
+    let emu_home = rig.path().join("pbs-emu");
+    std::fs::create_dir_all(&emu_home).unwrap();
+    let sshd = Sshd::start_or_panic(SshdOptions::new().pbs_emulator(&emu_home));
+    let control = sshd.open_master().unwrap();
+    let executor = format!(
+        "kind = \"pbs\"\nhost = \"{}\"\ncontrol_path = \"{}\"\nremote_dir = \"{}\"\ncommand = [\"sh\", \"-c\", \"true\"]\n\
+         account = \"P\"\nqueue = \"capacity\"\nwalltime = \"00:30:00\"",
+        sshd.host(),
+        control.display(),
+        rig.path().join("remote").display()
+    );
+    let cfg = rig.config("viassh", &executor, "");
+    let (out, checks) = rig.doctor(&cfg, &[]);
+    assert!(out.status.success(), "{checks:?}");
+    for name in ["ssh", "qstat", "queue", "remote dir"] {
+        assert_eq!(verdict(&checks, name), "ok", "{name}: {checks:?}");
+    }
+    // The master ends (a laptop's network changed): the fix is to open it again.
+    let _ = Command::new("ssh").arg("-S").arg(&control).args(["-O", "exit", sshd.host()]).output();
+    let (out, checks) = rig.doctor(&cfg, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(verdict(&checks, "ssh"), "fail", "{checks:?}");
+    assert!(check(&checks, "ssh")["fix"].as_str().unwrap().contains(&format!("alcf-host connect {}", sshd.host())));
+}
