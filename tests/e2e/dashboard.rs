@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alcf_tests::{host_bin, plugin, text};
+use alcf_tests::{chromium, host_bin, plugin, text};
 
 /// Drives Chromium over --remote-debugging-pipe: opens URL, reports the page's data-version and
 /// rendered-figure count once loaded, writes LOADED, then waits (up to 90 s) for the version to change.
@@ -68,15 +68,6 @@ print(json.dumps({"first": first, "second": second, "rendered_first": rendered_f
                   "rendered_second": attr("data-figures-rendered")}))
 p.kill()
 "#;
-
-fn chromium() -> String {
-    for c in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
-            return c.to_string();
-        }
-    }
-    panic!("no chromium on PATH: install Debian's `chromium` (.ci/run does)");
-}
 
 /// `alcf-host dashboard …` and the URL it printed.
 fn start(dir: &Path, extra: &[&str]) -> (Child, String) {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use alcf_tests::{alcf, plugin, text};
+use alcf_tests::{alcf, chromium, plugin, text};
 
 const FIGURES: [&str; 9] =
     ["best_trials", "best_time", "params", "parallel", "importance", "heatmap", "outcomes", "timeline", "curves"];
@@ -38,15 +38,6 @@ json.dump({"loss": (x - 0.3) ** 2 + lr}, open("result.json", "w"))
     )
     .unwrap();
     cfg
-}
-
-fn chromium() -> String {
-    for c in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
-            return c.to_string();
-        }
-    }
-    panic!("no chromium on PATH: install Debian's `chromium` (.ci/run does)");
 }
 
 fn headless(dir: &Path, args: &[&str]) -> std::process::Output {

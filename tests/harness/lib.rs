@@ -113,3 +113,13 @@ pub fn finish(child: &mut std::process::Child) -> (std::process::ExitStatus, Str
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     (status, err)
 }
+
+/// The headless browser the report and dashboard tests open pages in (Debian's `chromium`).
+pub fn chromium() -> String {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return c.to_string();
+        }
+    }
+    panic!("no chromium on PATH: install Debian's `chromium` (.ci/run does)");
+}
