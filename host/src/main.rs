@@ -96,6 +96,9 @@ enum Command {
         /// Print nothing but errors.
         #[arg(long, short)]
         quiet: bool,
+        /// Print the summary (summary.json) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Open the SSH master connection the pbs executor uses (asks for your passcode once).
     Connect {
@@ -326,7 +329,19 @@ fn main() -> ExitCode {
                 }
                 Ok(exit_of(&summary))
             }
-            Command::Compare { strategies, objective, config, trials, repeats, parallel, seed, out, jobs, quiet } => {
+            Command::Compare {
+                strategies,
+                objective,
+                config,
+                trials,
+                repeats,
+                parallel,
+                seed,
+                out,
+                jobs,
+                quiet,
+                json,
+            } => {
                 let opts = cli::compare::CompareOptions {
                     strategies,
                     objective,
@@ -338,6 +353,7 @@ fn main() -> ExitCode {
                     out,
                     jobs,
                     quiet,
+                    json,
                 };
                 cli::compare::compare(opts).await.map(|_| Exit::Ok)
             }

@@ -147,3 +147,35 @@ fn completions_and_man_pages() {
     assert!(page.contains("pandas"), "{page}");
     assert!(man.join("alcf-host.1").exists() && man.join("alcf-host-run.1").exists());
 }
+
+/// `compare --json` prints the summary (what summary.json holds) instead of the table.
+#[test]
+fn compare_prints_its_summary_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let (r, q) = (plugin("random"), plugin("qmc"));
+    let result = alcf(
+        &[
+            "compare",
+            "--strategy",
+            r.to_str().unwrap(),
+            "--strategy",
+            q.to_str().unwrap(),
+            "--objective",
+            "bench:branin",
+            "--trials",
+            "6",
+            "--repeats",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(result.status.success(), "{}", text(&result));
+    let printed: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(printed, file);
+}

@@ -62,6 +62,8 @@ pub struct CompareOptions {
     /// Worker threads (bench) or studies run at once (config).
     pub jobs: Option<usize>,
     pub quiet: bool,
+    /// Print summary.json's content instead of the table.
+    pub json: bool,
 }
 
 /// What the report's "final" figure is.
@@ -386,7 +388,9 @@ pub async fn compare(opts: CompareOptions) -> anyhow::Result<PathBuf> {
     if opts.config.is_some() {
         link_study_reports(&out)?;
     }
-    if !opts.quiet {
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report::summary_json(&comparison, &summaries))?);
+    } else if !opts.quiet {
         print!("{}", report::text_table(&comparison, &summaries));
         for s in &summaries {
             for f in &s.failures {
