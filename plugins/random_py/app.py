@@ -1,0 +1,45 @@
+"""random_py: uniform random search, the Python twin of plugins/random (src/lib.rs).
+
+Same algorithm and the same use of the random streams as the Rust plugin: one stream per next
+trial id (``Rng.derive(seed, next id)``), a `Space.sample` per suggestion, and up to 100
+resamples to avoid a point equal to a pending one (or one suggested earlier in the same batch).
+So for the same study both plugins suggest exactly the same points.
+
+Build: ``componentize-py -d wit -w strategy-plugin componentize -p plugins/random_py
+-p plugins/sdk-python app -o random_py.wasm`` (from the repository root).
+"""
+
+import alcf_strategy as hpo
+
+
+class RandomSearch(hpo.Strategy):
+    """Uniform random search over the unit cube (log scales, ints and choices handled by `Space`)."""
+
+    name = "random_py"
+    version = "0.1.0"
+    description = "Uniform random search (Python)"
+    capabilities = []
+
+    def __init__(self, study: hpo.Study):
+        hpo.Options(study.options).check_known([])  # no options; reject typos (before the space, as in Rust)
+        super().__init__(study)
+
+    def suggest(self, count: int, pending: list) -> list:
+        # One stream per next trial id: a resumed study (fresh instance, replayed history)
+        # continues the sequence instead of repeating its first points.
+        rng = self.trial_rng(self.next_trial_id(pending))
+        taken = hpo.encode_trials(self.space, pending)
+        out = []
+        for _ in range(count):
+            x = self.space.sample(rng)
+            for _ in range(100):
+                if not any(self.space.same_point(t, x, 0.0) for t in taken):
+                    break
+                x = self.space.sample(rng)
+            out.append(self.space.decode(x))
+            taken.append(x)
+        return out
+
+
+# componentize-py looks up `Strategy`; natively (no generated bindings) this is RandomSearch itself.
+Strategy = hpo.export(RandomSearch)
