@@ -195,6 +195,33 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new plugin project (uniform random search to start from) that builds anywhere: it
+    /// carries the SDK and the WIT.
+    New {
+        /// Plugin name: lower-case letters, digits and `_` (names the directory and the .wasm).
+        name: String,
+        #[arg(long, value_enum, default_value = "python")]
+        lang: cli::plugin::scaffold::Lang,
+        /// Directory to create the project in [default: the current directory].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Overwrite the files of an existing, non-empty project directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build a plugin project (Rust or Python) into NAME.wasm and check that this host loads it.
+    /// Python: installs componentize-py into the project's .venv on first use.
+    Build {
+        /// The project directory (holding Cargo.toml or app.py).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component [default: DIR/NAME.wasm].
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Rust: build with the debug profile.
+        #[arg(long)]
+        debug: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -363,6 +390,14 @@ fn main() -> ExitCode {
             }
             Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
                 cli::plugin::inspect(&file, json).await.map(|_| Exit::Ok)
+            }
+            Command::Plugin { command: PluginCommand::New { name, lang, dir, force } } => {
+                cli::plugin::scaffold::new_project(cli::plugin::scaffold::NewOptions { name, lang, dir, force })
+                    .map(|_| Exit::Ok)
+            }
+            Command::Plugin { command: PluginCommand::Build { dir, out, debug } } => {
+                cli::plugin::build_project::build(cli::plugin::build_project::BuildOptions { dir, out, debug })
+                    .map(|_| Exit::Ok)
             }
             Command::Auth { command } => cli::auth::run(command).await.map(|_| Exit::Ok),
             Command::Study { command: StudyCommand::List { root, json } } => {

@@ -9,7 +9,7 @@ pub struct RandomSearch {
 
 impl Strategy for RandomSearch {
     fn info() -> PluginInfo {
-        PluginInfo::new("random", env!("CARGO_PKG_VERSION"), "Uniform random search")
+        PluginInfo::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), "Uniform random search")
     }
 
     fn new(study: &Study) -> Result<Self, String> {

@@ -64,7 +64,9 @@ pub const ABI_VERSION: &str = "alcf:hpo@0.1.1";
 pub mod bindings {
     wit_bindgen::generate!({
         world: "strategy-plugin",
-        path: "../../wit",
+        // The SDK carries its own copy of the WIT (checked equal to wit/hpo.wit by a test), so a vendored
+        // or published copy of this crate builds anywhere.
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_strategy_plugin",
         default_bindings_module: "alcf_plugin_sdk::bindings",
