@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds every strategy plugin under plugins/ (all crates but the SDK) for wasm32-wasip2 and
-# copies plugins/<name>.wasm next to its crate. With --tests, also every guest crate under
-# tests/guests/ (to tests/guests/<name>.wasm). Honours CARGO_TARGET_DIR.
+# copies plugins/<name>.wasm next to its crate; every Python plugin (a directory with app.py)
+# with componentize-py against wit/ and the Python SDK (plugins/sdk-python) into
+# plugins/<name>.wasm, skipped when the .wasm is newer than its sources. With --tests, also every
+# guest crate under tests/guests/ (to tests/guests/<name>.wasm). Honours CARGO_TARGET_DIR and
+# ALCF_COMPONENTIZE_PY (default: scripts/setup-componentize-py.sh installs one under target/).
 #
 #   scripts/build-plugins.sh [--tests] [--debug]
 set -euo pipefail
@@ -59,7 +62,28 @@ build_dir() { # $1: directory holding crates, $2: directory to skip (or empty)
   done
 }
 
+# Python plugins: the same command line `alcf-host plugin build` runs, without needing the host
+# built first.
+build_python() {
+  local dir cpy=${ALCF_COMPONENTIZE_PY:-} name out
+  for dir in plugins/*/; do
+    dir=${dir%/}
+    [ -f "$dir/app.py" ] && [ ! -f "$dir/Cargo.toml" ] || continue
+    name=$(basename "$dir")
+    out="plugins/$name.wasm"
+    if [ -f "$out" ] && [ -z "$(find "$dir" plugins/sdk-python/alcf_strategy wit -name '*.py' -newer "$out" -o -name '*.wit' -newer "$out" | head -n1)" ]; then
+      echo "build-plugins.sh: $out is up to date" >&2
+      continue
+    fi
+    [ -n "$cpy" ] || cpy=$(bash scripts/setup-componentize-py.sh | tail -n1)
+    echo "build-plugins.sh: building $name (Python, componentize-py)" >&2
+    "$cpy" -d wit -w strategy-plugin componentize -p "$dir" -p plugins/sdk-python app -o "$out" >&2
+    echo "build-plugins.sh: $out ($(wc -c <"$out") bytes)" >&2
+  done
+}
+
 build_dir plugins sdk
+build_python
 if [ "$with_tests" = 1 ] && [ -d tests/guests ]; then
   build_dir tests/guests ""
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: the wasm target, libtorch for the trainer, the host,
 # the plugins and test guests, then lints and the whole workspace's tests, the trainer's (also with
-# its XPU shim) and the Python trial program's.
+# its XPU shim), the Python SDK's and the Python trial program's.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh --no-lint  # skip rustfmt/clippy
@@ -47,6 +47,15 @@ set -o pipefail
 
 step "tests: host, SDK, strategies, end-to-end"
 ALCF_TEST_SKIP_PLUGIN_BUILD=1 cargo test --workspace --exclude alcf-trainer 2>&1 | tee -a "$log"
+
+step "tests: the Python SDK (plugins/sdk-python) and the Python plugins, natively"
+for t in plugins/sdk-python/tests plugins/*/; do
+  t=${t%/}
+  case "$t" in
+    plugins/sdk-python/tests) python3 -m unittest discover -s "$t" -v 2>&1 | tee -a "$log" ;;
+    *) if [ -f "$t/test_app.py" ]; then (cd "$t" && python3 -m unittest -v test_app) 2>&1 | tee -a "$log"; fi ;;
+  esac
+done
 
 step "tests: the PBS Pro emulator (the test double of Aurora's scheduler)"
 # unittest prints "Ran N tests" and "OK"/"FAILED (failures=F, errors=E)"; both feed the closing line.

@@ -8,10 +8,12 @@
 //! 3. gp_ucb time per suggestion inside the sandbox with N = 100, 500, 1000 observations in 6-D
 //!    (Hartmann6 values at seeded uniform points, fed in one observe call), then the mean of 20
 //!    consecutive suggest(1) calls, each followed by observing its result; and the same natively
-//!    (gp_ucb linked as an rlib), with the sandbox/native ratio (goal ≤ 1.5×).
+//!    (gp_ucb linked as an rlib), with the sandbox/native ratio (goal ≤ 1.5×);
+//! 4. the same strategy in Python and Rust (random_py.wasm against random.wasm): cold and cached
+//!    load, peak memory and the suggest + observe round trip, runs alternating.
 //!
 //! ```sh
-//! cargo bench -p alcf-host --bench plugin                      # plugins/random.wasm, plugins/gp_ucb.wasm
+//! cargo bench -p alcf-host --bench plugin                      # plugins/{random,random_py,gp_ucb}.wasm
 //! cargo bench -p alcf-host --bench plugin -- my/gp_ucb.wasm    # other files (random found by name)
 //! ALCF_BENCH_GP_SIZES=100,500 cargo bench -p alcf-host --bench plugin
 //! ALCF_BENCH_SKIP_LOAD=1 cargo bench -p alcf-host --bench plugin -- plugins/gp_ucb.wasm  # GP only
@@ -150,6 +152,21 @@ fn load_times(plugins: &[PathBuf]) {
 
 /// 2. suggest(1) + observe through the sandbox, random plugin on Branin after 100 observations.
 fn round_trip(rt: &tokio::runtime::Runtime, runtime: &PluginRuntime, random: &Path) {
+    let (mut times, _) = branin_round_trips(rt, runtime, random, ROUND_TRIPS);
+    let m = mean(&times);
+    println!("\n## suggest(1) + observe round trip through the sandbox\n");
+    println!("random plugin ({}), Branin (2-D), after 100 observations, {ROUND_TRIPS} round trips:", random.display());
+    println!("median {}, p90 {}, mean {}", fmt_s(median(&mut times)), fmt_s(quantile(&mut times, 0.9)), fmt_s(m));
+}
+
+/// `n` suggest(1) + observe round trips of `plugin` on Branin after 100 observations: the time of
+/// each, and the instance's peak linear memory at the end.
+fn branin_round_trips(
+    rt: &tokio::runtime::Runtime,
+    runtime: &PluginRuntime,
+    plugin: &Path,
+    n: usize,
+) -> (Vec<f64>, usize) {
     let f = alcf_testfns::branin();
     let space = SearchSpace::new(
         f.params
@@ -184,11 +201,69 @@ fn round_trip(rt: &tokio::runtime::Runtime, runtime: &PluginRuntime, random: &Pa
     for _ in 0..100 {
         step(&mut s);
     }
-    let mut times: Vec<f64> = (0..ROUND_TRIPS).map(|_| step(&mut s)).collect();
-    let m = mean(&times);
-    println!("\n## suggest(1) + observe round trip through the sandbox\n");
-    println!("random plugin ({}), Branin (2-D), after 100 observations, {ROUND_TRIPS} round trips:", random.display());
-    println!("median {}, p90 {}, mean {}", fmt_s(median(&mut times)), fmt_s(quantile(&mut times, 0.9)), fmt_s(m));
+    let times: Vec<f64> = (0..n).map(|_| step(&mut s)).collect();
+    (times, s.memory_peak())
+}
+
+/// 4. The same strategy in Python (componentize-py) and Rust: random_py.wasm next to random.wasm.
+/// Every measurement alternates between the two, so both see the same machine load.
+fn python_vs_rust(rt: &tokio::runtime::Runtime, rust: &Path, python: &Path) {
+    const COLD: usize = 3;
+    const ROUNDS: usize = 5;
+    const TRIPS: usize = 200;
+    let pair = [rust, python];
+    let mut cold = [Vec::new(), Vec::new()];
+    let mut cached = [Vec::new(), Vec::new()];
+    let mut trip = [Vec::new(), Vec::new()];
+    let mut memory = [0usize; 2];
+    let cold_rt = PluginRuntime::new(None).expect("runtime");
+    let cache = tempfile::tempdir().expect("temp dir");
+    let cached_rt = PluginRuntime::new(Some(cache.path().to_path_buf())).expect("runtime");
+    for p in pair {
+        cached_rt.load(p).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for _ in 0..COLD {
+        for (i, p) in pair.iter().enumerate() {
+            let t = Instant::now();
+            cold_rt.load(p).unwrap_or_else(|e| panic!("{e}"));
+            cold[i].push(t.elapsed().as_secs_f64());
+        }
+    }
+    for _ in 0..CACHED_RUNS {
+        for (i, p) in pair.iter().enumerate() {
+            let t = Instant::now();
+            let l = cached_rt.load(p).unwrap_or_else(|e| panic!("{e}"));
+            assert!(l.summary.cached);
+            cached[i].push(t.elapsed().as_secs_f64());
+        }
+    }
+    for _ in 0..ROUNDS {
+        for (i, p) in pair.iter().enumerate() {
+            let (times, peak) = branin_round_trips(rt, &cached_rt, p, TRIPS);
+            trip[i].extend(times);
+            memory[i] = memory[i].max(peak);
+        }
+    }
+    println!("\n## The same strategy in Python and in Rust (random_py.wasm, random.wasm)\n");
+    println!(
+        "Alternating runs; cold load median of {COLD}, cached load median of {CACHED_RUNS}, round trip median of \
+         {} (Branin, after 100 observations); memory: peak linear memory of the instance.\n",
+        ROUNDS * TRIPS
+    );
+    println!("| plugin | size | cold load | cached load | memory | suggest(1) + observe |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (i, p) in pair.iter().enumerate() {
+        let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "| {} | {:.1} MB | {} | {} | {:.1} MiB | {} |",
+            p.display(),
+            size as f64 / 1e6,
+            fmt_s(median(&mut cold[i])),
+            fmt_s(median(&mut cached[i])),
+            memory[i] as f64 / (1 << 20) as f64,
+            fmt_s(median(&mut trip[i]))
+        );
+    }
 }
 
 /// The gp_ucb workload: N seeded observations, then GP_STEPS × (suggest(1), observe).
@@ -344,7 +419,8 @@ fn main() {
     let mut plugins: Vec<PathBuf> =
         std::env::args().skip(1).filter(|a| !a.starts_with('-')).map(PathBuf::from).collect();
     if plugins.is_empty() {
-        plugins = ["random", "gp_ucb"].iter().map(|n| repo.join("plugins").join(format!("{n}.wasm"))).collect();
+        plugins =
+            ["random", "random_py", "gp_ucb"].iter().map(|n| repo.join("plugins").join(format!("{n}.wasm"))).collect();
     }
     let (present, missing): (Vec<PathBuf>, Vec<PathBuf>) = plugins.into_iter().partition(|p| p.exists());
     for m in &missing {
@@ -366,6 +442,10 @@ fn main() {
     match present.iter().find(|p| stem(p, "random")) {
         Some(random) => round_trip(&rt, &runtime, random),
         None => println!("\nskipping the round trip: no random.wasm among the plugins"),
+    }
+    match (present.iter().find(|p| stem(p, "random")), present.iter().find(|p| stem(p, "random_py"))) {
+        (Some(rust), Some(python)) => python_vs_rust(&rt, rust, python),
+        _ => println!("\nskipping Python against Rust: random.wasm and random_py.wasm are both needed"),
     }
     match present.iter().find(|p| stem(p, "gp_ucb")) {
         Some(gp) => gp_speed(&rt, &runtime, gp),

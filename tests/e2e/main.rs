@@ -12,6 +12,7 @@ mod llm;
 mod newuser;
 mod ops;
 mod pbs;
+mod python;
 mod report;
 mod resume;
 mod sandbox;

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use alcf_tests::{alcf, plugin, text};
 
-const STRATEGIES: [&str; 6] = ["random", "qmc", "gp_ucb", "region_ucb", "genetic", "tpe"];
+// The Rust strategies, and the Python ones (componentize-py components).
+const STRATEGIES: [&str; 8] = ["random", "qmc", "gp_ucb", "region_ucb", "genetic", "tpe", "random_py", "cmaes"];
 
 /// All trial parameter sets of a study, as canonical JSON strings.
 fn params(study: &Path) -> Vec<String> {

@@ -8,6 +8,12 @@ use std::sync::Once;
 pub mod doubles;
 pub mod sshd;
 
+/// docs/plugin-guide.md, so that `cargo test` compiles (and runs) every Rust snippet in it as a
+/// doctest against the SDK: a guide that does not compile fails CI.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/plugin-guide.md")]
+pub struct PluginGuide;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
@@ -52,6 +58,8 @@ pub fn ensure_built() {
             plugin("random"),
             plugin("gp_ucb"),
             plugin("llm_guided"),
+            plugin("random_py"),
+            plugin("cmaes"),
             guest("hostile"),
             guest("kernels"),
             guest("future_abi"),

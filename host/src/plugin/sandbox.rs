@@ -34,6 +34,9 @@ const YIELD_TICKS: u64 = 10;
 pub struct MemoryCap {
     pub max_bytes: usize,
     pub refused: Option<usize>,
+    /// The largest linear memory granted so far (what a plugin costs; `plugin build` and the
+    /// benchmarks report it).
+    pub peak: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -42,6 +45,7 @@ impl ResourceLimiter for MemoryCap {
             self.refused = Some(desired);
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -211,7 +215,11 @@ impl PluginState {
             caps,
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap { max_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX), refused: None },
+            memory: MemoryCap {
+                max_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+                refused: None,
+                peak: 0,
+            },
             clock: CallClock::new(),
             stderr_tail,
             instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

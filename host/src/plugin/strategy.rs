@@ -231,6 +231,11 @@ impl SandboxedStrategy {
         std::mem::take(&mut self.faults)
     }
 
+    /// The largest linear memory the live instance has had (0 before the first call).
+    pub fn memory_peak(&self) -> usize {
+        self.live.as_ref().map_or(0, |l| l.store.data().memory.peak)
+    }
+
     /// Ungranted uses and suppressed output since the last call, oldest first.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         self.caps.take_notices()
