@@ -180,7 +180,7 @@ fn branin_round_trips(
             .collect(),
     )
     .expect("space");
-    let mut s = sandboxed(runtime, random, &study(&space, 0));
+    let mut s = sandboxed(runtime, plugin, &study(&space, 0));
     let mut id = 0u64;
     let mut step = |s: &mut SandboxedStrategy| -> f64 {
         let t = Instant::now();
