@@ -49,10 +49,14 @@ step "tests: host, SDK, strategies, end-to-end"
 ALCF_TEST_SKIP_PLUGIN_BUILD=1 cargo test --workspace --exclude alcf-trainer 2>&1 | tee -a "$log"
 
 step "tests: the Python SDK (plugins/sdk-python) and the Python plugins, natively"
+# The export layer is also checked against the bindings componentize-py really generates.
+bindings=$(pwd)/target/wit-bindings
+rm -rf "$bindings"
+"$(bash scripts/setup-componentize-py.sh | tail -n1)" -d wit -w strategy-plugin bindings "$bindings" >/dev/null
 for t in plugins/sdk-python/tests plugins/*/; do
   t=${t%/}
   case "$t" in
-    plugins/sdk-python/tests) python3 -m unittest discover -s "$t" -v 2>&1 | tee -a "$log" ;;
+    plugins/sdk-python/tests) ALCF_WIT_BINDINGS=$bindings python3 -m unittest discover -s "$t" -v 2>&1 | tee -a "$log" ;;
     *) if [ -f "$t/test_app.py" ]; then (cd "$t" && python3 -m unittest -v test_app) 2>&1 | tee -a "$log"; fi ;;
   esac
 done

@@ -206,6 +206,7 @@ fn branin_round_trips(
 }
 
 /// 4. The same strategy in Python (componentize-py) and Rust: random_py.wasm next to random.wasm.
+///
 /// Every measurement alternates between the two, so both see the same machine load.
 fn python_vs_rust(rt: &tokio::runtime::Runtime, rust: &Path, python: &Path) {
     const COLD: usize = 3;

@@ -3,7 +3,8 @@
 Same algorithm and the same use of the random streams as the Rust plugin: one stream per next
 trial id (``Rng.derive(seed, next id)``), a `Space.sample` per suggestion, and up to 100
 resamples to avoid a point equal to a pending one (or one suggested earlier in the same batch).
-So for the same study both plugins suggest exactly the same points.
+So for the same study both plugins suggest the same points (up to the last bit of a float:
+CPython's and Rust's exp/log inside a component may differ there).
 
 Build: ``componentize-py -d wit -w strategy-plugin componentize -p plugins/random_py
 -p plugins/sdk-python app -o random_py.wasm`` (from the repository root).

@@ -299,3 +299,57 @@ fn plugin_build_refuses_what_is_not_a_project() {
     let out = alcf(&["plugin", "new", "taken", "--dir", tmp.path().to_str().unwrap()], &shared_cache());
     assert!(!out.status.success() && text(&out).contains("--force"), "{}", text(&out));
 }
+
+/// Every Python block of the guide and the README runs natively against the SDK: a block that
+/// defines a plugin (`Strategy = hpo.export(...)`) also runs a short study through
+/// `hpo.native.run`, so a guide that does not work fails CI.
+#[test]
+fn every_python_snippet_in_the_docs_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for doc in ["docs/plugin-guide.md", "README.md"] {
+        let page = std::fs::read_to_string(repo().join(doc)).unwrap();
+        let mut rest = page.as_str();
+        while let Some(start) = rest.find("```python\n") {
+            let body = &rest[start + 10..];
+            let end = body.find("\n```").expect("a closed python block");
+            let file = tmp.path().join(format!("snippet_{n}.py"));
+            std::fs::write(&file, &body[..end + 1]).unwrap();
+            let driver = format!(
+                r#"
+import runpy, sys
+sys.path.insert(0, {sdk:?})
+import alcf_strategy as hpo
+ns = runpy.run_path({file:?})
+cls = ns.get("Strategy")
+if cls is not None:
+    P = hpo.Param
+    study = hpo.Study.new([P.float("x", -5.0, 10.0), P.int("n", 1, 4), P.choice("c", ["a", "b"])], seed=3)
+    records = hpo.native.run(cls, study, 12, 3, lambda p: (p["x"] - 1.0) ** 2)
+    assert len(records) == 12, records
+    print("ran", cls.name)
+"#,
+                sdk = repo().join("plugins/sdk-python").to_string_lossy(),
+                file = file.to_string_lossy()
+            );
+            let out = Command::new("python3").arg("-c").arg(&driver).output().unwrap();
+            assert!(out.status.success(), "{doc}, python block {n}:\n{}\n{}", &body[..end], text(&out));
+            n += 1;
+            rest = &body[end..];
+        }
+    }
+    assert!(n >= 3, "the docs hold {n} python blocks");
+    // The side-by-side example is the shipped plugins, verbatim (so CI builds and runs it).
+    let guide = std::fs::read_to_string(repo().join("docs/plugin-guide.md")).unwrap();
+    let py = std::fs::read_to_string(repo().join("plugins/random_py/app.py")).unwrap();
+    assert!(
+        guide.contains(&format!("```python\n{py}```")),
+        "the guide's Python example is not plugins/random_py/app.py"
+    );
+    let rs = std::fs::read_to_string(repo().join("plugins/random/src/lib.rs")).unwrap();
+    let rs = rs[..rs.find("#[cfg(test)]").unwrap()].trim_end();
+    assert!(
+        guide.contains(&format!("```rust\n{rs}\n```")),
+        "the guide's Rust example is not plugins/random/src/lib.rs"
+    );
+}

@@ -257,10 +257,10 @@ mod tests {
 
     #[test]
     fn every_copy_of_the_wit_is_the_same() {
-        for copy in ["plugins/sdk/wit/hpo.wit"] {
-            let text = std::fs::read_to_string(repo().join(copy)).unwrap();
-            assert!(text == WIT, "{copy} differs from wit/hpo.wit: copy wit/hpo.wit over it");
-        }
+        // The Rust SDK's copy; the Python projects get WIT itself, written by `plugin new`.
+        let copy = "plugins/sdk/wit/hpo.wit";
+        let text = std::fs::read_to_string(repo().join(copy)).unwrap();
+        assert!(text == WIT, "{copy} differs from wit/hpo.wit: copy wit/hpo.wit over it");
     }
 
     #[test]
