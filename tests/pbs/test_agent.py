@@ -377,6 +377,25 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(json.loads(r["result"]), {"loss": 0.5})
         self.assertEqual(r["stderr_tail"], "to-stderr\n")
 
+    def test_submit_is_idempotent_per_attempt(self):
+        # A second submit of the same attempt (its first answer lost, or a dead host's agent
+        # finishing after the next host resubmitted) answers with the first job: no second job,
+        # and the running attempt's directory is not moved aside. A new attempt is a new job.
+        job = {"dir": "trials/000003", "attempt": 2, "rerun": "fresh",
+               "files": {"job.sh": self.job_sh("sleep 30")}, "script": "job.sh"}
+        first = self.one({"op": "submit", "jobs": [job]})["jobs"][0]
+        self.assertEqual(first["status"], 0, first)
+        jid = first["stdout"].strip()
+        self.jobs.append(jid)
+        again = self.one({"op": "submit", "jobs": [job]})["jobs"][0]
+        self.assertEqual((again["status"], again["stdout"].strip(), again.get("existing")), (0, jid, True))
+        self.assertEqual(sorted(os.listdir(self.p("trials"))), ["000003"])
+        third = self.one({"op": "submit", "jobs": [dict(job, attempt=3)]})["jobs"][0]
+        self.assertEqual(third["status"], 0, third)
+        self.jobs.append(third["stdout"].strip())
+        self.assertNotEqual(third["stdout"].strip(), jid)
+        self.assertIn("000003.attempt-2", os.listdir(self.p("trials")))
+
     def test_submit_stops_after_a_per_user_limit(self):
         # debug: 1 job per user. The second qsub is refused (38); the third is not tried.
         jobs = [{"dir": "trials/%06d" % i, "attempt": 1, "rerun": "fresh",

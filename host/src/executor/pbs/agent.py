@@ -353,6 +353,15 @@ def op_submit(ctx, op):
 
 
 def submit_one(ctx, job):
+    # Idempotent per attempt: a trial attempt that already has a job id was submitted (by a
+    # host that died before recording it, whose agent may still have been on its way, or by a
+    # call whose answer was lost): answer with that job instead of a second one. Checked before
+    # the directory is prepared, which would move the running attempt's files aside.
+    known = os.path.join(ctx.path(job["dir"]), job_id_file(job.get("attempt", 1)))
+    if exists(known):
+        jid = decode(read_bytes(known, 4096)).strip()
+        if jid:
+            return {"status": 0, "stdout": jid + "\n", "stderr": "", "existing": True}
     d = prepare_trial_dir(ctx, job["dir"], job.get("attempt", 1), job.get("rerun", "fresh"),
                           job.get("files"))
     script = job.get("script") or "job.sh"
