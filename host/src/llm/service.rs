@@ -131,15 +131,27 @@ impl LlmService {
                 n(&format!("llm ({plugin}): {line}"));
             }
         };
+        // Write-ahead: the row exists before the request leaves, so a host killed while the call
+        // is in flight leaves a `sent` row (counted against the caps) instead of no trace of a
+        // request the service may have billed.
+        row.outcome = LlmOutcome::Sent;
+        let id = self.log.record_llm_call(&row).map_err(storage_error)?;
         let sent = self.client.send(&body, &on_wait).await;
-        let result = match sent {
+        let mut result = match sent {
             Ok(x) => self.answered(&mut row, x, call.request.schema.is_some() || call.request.json),
             Err(e) => {
                 row.outcome = LlmOutcome::Failed;
                 Err(self.failed(&mut row, e))
             }
         };
-        self.finish(row, result)
+        if let Err(e) = &result {
+            row.error = Some(e.to_string());
+        }
+        if let Err(e) = self.log.update_llm_call(id, &row) {
+            // Not answered: an answer the log does not hold could not be replayed.
+            result = Err(storage_error(e));
+        }
+        result
     }
 
     /// The `occurrence`-th identical request of this instance gets the `occurrence`-th recorded answer.

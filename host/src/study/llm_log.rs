@@ -17,6 +17,10 @@ pub enum LlmOutcome {
     Refused,
     /// Sent, and failed (credentials, retries exhausted, rejected, or an unusable answer).
     Failed,
+    /// Sent, with no answer recorded: written before the request goes out and updated with its
+    /// result, so a row stays `sent` only when the host stopped while the call was in flight.
+    /// The answer (and what it cost) died with that host; it counts against the caps.
+    Sent,
 }
 
 impl LlmOutcome {
@@ -26,6 +30,7 @@ impl LlmOutcome {
             LlmOutcome::Replayed => "replayed",
             LlmOutcome::Refused => "refused",
             LlmOutcome::Failed => "failed",
+            LlmOutcome::Sent => "sent",
         }
     }
 
@@ -34,13 +39,14 @@ impl LlmOutcome {
             "ok" => LlmOutcome::Ok,
             "replayed" => LlmOutcome::Replayed,
             "refused" => LlmOutcome::Refused,
+            "sent" => LlmOutcome::Sent,
             _ => LlmOutcome::Failed,
         }
     }
 
     /// Whether the call reached the service (and counts against the caps).
     pub fn was_sent(self) -> bool {
-        matches!(self, LlmOutcome::Ok | LlmOutcome::Failed)
+        matches!(self, LlmOutcome::Ok | LlmOutcome::Failed | LlmOutcome::Sent)
     }
 }
 
@@ -148,6 +154,33 @@ impl StudyDb {
         })
     }
 
+    /// Rewrites call `id` (a `sent` row) with what became of it; `at` and the request stay.
+    pub fn update_llm_call(&self, id: u64, c: &LlmCallRow) -> Result<(), StudyError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE llm_call SET model = ?2, outcome = ?3, http_status = ?4, response = ?5, content = ?6, \
+                 prompt_tokens = ?7, completion_tokens = ?8, latency_s = ?9, retries = ?10, attempts = ?11, \
+                 error = ?12, replay_of = ?13 WHERE id = ?1",
+            )?
+            .execute(params![
+                id as i64,
+                c.model,
+                c.outcome.as_str(),
+                c.http_status.map(i64::from),
+                c.response,
+                c.content,
+                c.prompt_tokens as i64,
+                c.completion_tokens as i64,
+                c.latency_s,
+                i64::from(c.retries),
+                c.attempts,
+                c.error,
+                c.replay_of.map(|i| i as i64),
+            ])?;
+            Ok(())
+        })
+    }
+
     /// The `occurrence`-th (from 0) answered call of `plugin` with this request hash, oldest first.
     pub fn llm_answer(
         &self,
@@ -170,7 +203,7 @@ impl StudyDb {
         self.with(|conn| {
             conn.prepare_cached(
                 "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM llm_call \
-                 WHERE plugin = ?1 AND outcome IN ('ok', 'failed')",
+                 WHERE plugin = ?1 AND outcome IN ('ok', 'failed', 'sent')",
             )?
             .query_row([plugin], |r| {
                 Ok(LlmUsage { calls: r.get::<_, i64>(0)? as u64, tokens: r.get::<_, i64>(1)? as u64 })
@@ -190,7 +223,7 @@ impl StudyDb {
     pub fn llm_totals(&self) -> Result<LlmTotals, StudyError> {
         self.with(|conn| {
             conn.prepare_cached(
-                "SELECT COALESCE(SUM(outcome IN ('ok', 'failed')), 0), COALESCE(SUM(outcome = 'replayed'), 0), \
+                "SELECT COALESCE(SUM(outcome IN ('ok', 'failed', 'sent')), 0), COALESCE(SUM(outcome = 'replayed'), 0), \
                  COALESCE(SUM(outcome = 'failed'), 0), COALESCE(SUM(prompt_tokens), 0), \
                  COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(latency_s), 0) \
                  FROM llm_call",
@@ -252,5 +285,24 @@ mod tests {
         assert_eq!(db.llm_usage("p").unwrap(), LlmUsage { calls: 3, tokens: 10 + 1 + 1 + 20 + 1 });
         let t = db.llm_totals().unwrap();
         assert_eq!((t.calls, t.replayed, t.failed), (4, 1, 1));
+    }
+
+    #[test]
+    fn a_sent_row_counts_is_never_replayed_and_is_completed_in_place() {
+        let db = StudyDb::in_memory(&StudyMeta::example()).unwrap();
+        let mut row = call("p", "h1", LlmOutcome::Sent, 0);
+        row.content = None;
+        row.completion_tokens = 0;
+        let id = db.record_llm_call(&row).unwrap();
+        // In flight (or its host died): it counts against the caps, and there is nothing to replay.
+        assert_eq!(db.llm_usage("p").unwrap(), LlmUsage { calls: 1, tokens: 0 });
+        assert!(db.llm_answer("p", "h1", 0).unwrap().is_none());
+        assert_eq!(db.llm_calls().unwrap()[0].outcome, LlmOutcome::Sent);
+        // Answered: the same row, now `ok`, replayable and billed.
+        db.update_llm_call(id, &call("p", "h1", LlmOutcome::Ok, 7)).unwrap();
+        let rows = db.llm_calls().unwrap();
+        assert_eq!((rows.len(), rows[0].id, rows[0].outcome), (1, id, LlmOutcome::Ok));
+        assert_eq!(db.llm_answer("p", "h1", 0).unwrap().unwrap().id, id);
+        assert_eq!(db.llm_usage("p").unwrap(), LlmUsage { calls: 1, tokens: 8 });
     }
 }
