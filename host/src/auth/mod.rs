@@ -52,6 +52,21 @@ pub trait TokenSource: Send + Sync {
     fn refresh(&self, rejected: String) -> TokenFuture<'_, Result<String, String>>;
 }
 
+/// No credentials (a local server): no Authorization header, and a 401 answered with the next
+/// step, which the holder names (e.g. "set auth = \"globus\" and run `alcf-host auth login`").
+pub struct NoToken(pub &'static str);
+
+impl TokenSource for NoToken {
+    fn token(&self) -> TokenFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn refresh(&self, _rejected: String) -> TokenFuture<'_, Result<String, String>> {
+        let why = self.0;
+        Box::pin(async move { Err(why.to_string()) })
+    }
+}
+
 /// One service's tokens from the user's Globus login (env override, our store, ALCF's file).
 pub struct ServiceTokens {
     pub credentials: Credentials,

@@ -446,7 +446,7 @@ async fn check_llm(r: &mut Report, llm: &alcf_host::config::LlmConfig, c: &Confi
             }
             std::sync::Arc::new(t)
         }
-        LlmAuth::None => std::sync::Arc::new(NoToken),
+        LlmAuth::None => std::sync::Arc::new(auth::NoToken("[llm] auth = \"none\": no token to refresh")),
     };
     match tokens.token().await {
         Ok(_) => r.ok("llm token", "a token for the LLM service is at hand"),
@@ -486,16 +486,5 @@ fn check_logins(r: &mut Report, config: Option<&Config>) {
             Ok(()) => r.ok("login", format!("a Globus token for {} is stored", svc.name)),
             Err(_) => r.skip("login", format!("no Globus login for {} (needed only by studies that use it)", svc.name)),
         }
-    }
-}
-
-struct NoToken;
-
-impl TokenSource for NoToken {
-    fn token(&self) -> auth::TokenFuture<'_, Result<Option<String>, String>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn refresh(&self, _: String) -> auth::TokenFuture<'_, Result<String, String>> {
-        Box::pin(async { Err("[llm] auth = \"none\": no token to refresh".to_string()) })
     }
 }

@@ -820,7 +820,8 @@ where
     Ok(())
 }
 
-fn esc(s: &str) -> String {
+/// Text made safe for HTML content and attribute values.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -78,7 +78,8 @@ pub fn study_llm_log(root: &Path, name: &str, full: bool, json: bool) -> anyhow:
 }
 
 /// Names of the studies under `root` (directories with a study database), sorted.
-fn known_studies(root: &Path) -> Vec<String> {
+/// The studies under `root` (directories holding a study database), sorted.
+pub(crate) fn known_studies(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root)
         .into_iter()
         .flatten()

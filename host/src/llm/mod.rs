@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use crate::auth::{self, ServiceTokens};
 use crate::config::{LlmAuth, LlmConfig};
-use crate::plugin::capability::llm::BoxFuture;
 use crate::study::StudyDb;
 use client::{ChatClient, ClientConfig, ClientError, TokenSource};
 pub use service::LlmService;
@@ -23,7 +22,9 @@ pub use service::LlmService;
 pub fn connect(cfg: &LlmConfig, log: Arc<StudyDb>) -> Result<LlmService, ClientError> {
     let tokens: Arc<dyn TokenSource> = match cfg.auth {
         LlmAuth::Globus => Arc::new(ServiceTokens::from_env(auth::SOPHIA)),
-        LlmAuth::None => Arc::new(NoToken),
+        LlmAuth::None => Arc::new(auth::NoToken(
+            "the LLM service asked for credentials, but [llm] auth = \"none\": set auth = \"globus\" and run `alcf-host auth login`",
+        )),
     };
     let client = ChatClient::new(client_config(cfg), tokens.clone())?;
     Ok(LlmService::new(cfg.clone(), client, tokens, log))
@@ -38,20 +39,5 @@ pub fn client_config(cfg: &LlmConfig) -> ClientConfig {
         max_retries: cfg.max_retries,
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(60),
-    }
-}
-
-/// A server of the user's own that wants no Authorization header.
-struct NoToken;
-
-impl TokenSource for NoToken {
-    fn token(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
-        Box::pin(async { Ok(None) })
-    }
-
-    fn refresh(&self, _rejected: String) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async {
-            Err("the LLM service asked for credentials, but [llm] auth = \"none\": set auth = \"globus\" and run `alcf-host auth login`".to_string())
-        })
     }
 }
