@@ -14,6 +14,8 @@
 //! [`by_name`] accepts `ackley5` or (`ackley`, Some(5)); without a dimension the defaults are
 //! ackley 5, rosenbrock 4, levy 5, styblinski_tang 5. `eval` takes values in `params` order.
 
+pub mod bbob;
+
 use std::f64::consts::PI;
 use std::fmt;
 
