@@ -15,7 +15,15 @@ pub const METRIC: &str = "value";
 /// `executor.function` (or `--objective bench:NAME`) names no test function.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("unknown bench function: {0}")]
-pub struct UnknownFunction(#[from] pub alcf_testfns::UnknownFunction);
+pub struct UnknownFunction(pub alcf_testfns::UnknownFunction);
+
+// Not `#[from]`: that would also make the inner error the `source`, and an error chain printed
+// with its sources (`{:#}`) would say the same thing twice.
+impl From<alcf_testfns::UnknownFunction> for UnknownFunction {
+    fn from(e: alcf_testfns::UnknownFunction) -> Self {
+        UnknownFunction(e)
+    }
+}
 
 pub struct BenchExecutor {
     function: TestFunction,
@@ -166,6 +174,17 @@ mod tests {
         let jobs = bench.submit(vec![t, wrong]).await.unwrap();
         assert!(jobs[0].is_ok());
         assert!(matches!(&jobs[1], Err(ExecutorError::Submit { trial: 3, message }) if message.contains("`x")));
+    }
+
+    #[test]
+    fn bbob_problems_are_bench_functions() {
+        let b = BenchExecutor::new("bbob_f21_i3", Some(10), None).unwrap();
+        assert_eq!((b.function.name.as_str(), b.function.dim()), ("bbob_f021_i03_d10", 10));
+        let err = BenchExecutor::new("bbob_f21_i3", None, None).err().unwrap();
+        assert!(err.to_string().contains("name the dimension"), "{err}");
+        // The message carries the inner one, so it is not also the source: printed with its
+        // sources (anyhow's `{:#}`), it would say the same thing twice.
+        assert!(std::error::Error::source(&err).is_none());
     }
 
     #[test]

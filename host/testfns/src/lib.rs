@@ -18,6 +18,7 @@ pub mod bbob;
 
 use std::f64::consts::PI;
 use std::fmt;
+use std::sync::Arc;
 
 /// Where a parameter lives.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,8 +52,11 @@ impl ParamValue {
     }
 }
 
+/// A function of values in `params` order (shared: a BBOB instance carries its rotations).
+pub type Evaluator = Arc<dyn Fn(&[ParamValue]) -> f64 + Send + Sync>;
+
 /// A test function (to be minimized).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TestFunction {
     /// Canonical name, with the dimension for the scalable ones (`ackley5`).
     pub name: String,
@@ -62,7 +66,18 @@ pub struct TestFunction {
     /// A global minimizer, in `params` order.
     pub argmin: Vec<ParamValue>,
     /// Evaluates the function at values given in `params` order.
-    pub eval: fn(&[ParamValue]) -> f64,
+    pub eval: Evaluator,
+}
+
+impl fmt::Debug for TestFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestFunction")
+            .field("name", &self.name)
+            .field("params", &self.params)
+            .field("optimum", &self.optimum)
+            .field("argmin", &self.argmin)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestFunction {
@@ -86,7 +101,12 @@ pub struct UnknownFunction(pub String);
 
 impl fmt::Display for UnknownFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (known: {})", self.0, NAMES.join(", "))
+        write!(
+            f,
+            "{} (known: {}, and bbob_fF_iI_dD: BBOB function F in 1..=24, instance I, dimension D)",
+            self.0,
+            NAMES.join(", ")
+        )
     }
 }
 impl std::error::Error for UnknownFunction {}
@@ -101,6 +121,9 @@ pub const BENCHMARK: &[&str] = &["branin", "hartmann6", "ackley5", "rosenbrock4"
 /// Looks a function up by name, e.g. `by_name("ackley5", None)` or `by_name("ackley", Some(5))`.
 pub fn by_name(name: &str, dim: Option<usize>) -> Result<TestFunction, UnknownFunction> {
     let lower = name.trim().to_ascii_lowercase().replace('-', "_");
+    if let Some(rest) = lower.strip_prefix("bbob_f") {
+        return bbob_by_name(name, rest, dim);
+    }
     let base = lower.trim_end_matches(|c: char| c.is_ascii_digit());
     let suffix = &lower[base.len()..];
     let base = base.trim_end_matches('_');
@@ -153,6 +176,52 @@ pub fn by_name(name: &str, dim: Option<usize>) -> Result<TestFunction, UnknownFu
     }
 }
 
+/// `bbob_f<F>_i<I>[_d<D>]` (COCO's problem ids, `bbob_f001_i01_d02`, or without the zeros);
+/// `rest` is what follows `bbob_f`.
+fn bbob_by_name(name: &str, rest: &str, dim: Option<usize>) -> Result<TestFunction, UnknownFunction> {
+    let bad = |why: &str| UnknownFunction(format!("`{name}`: {why}"));
+    let mut parts = rest.split('_');
+    let function: u8 = parts.next().and_then(|f| f.parse().ok()).ok_or_else(|| bad("bad BBOB function number"))?;
+    let instance: u32 = parts
+        .next()
+        .and_then(|i| i.strip_prefix('i'))
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| bad("name the instance: bbob_fF_iI_dD, e.g. bbob_f21_i3_d10"))?;
+    let named: Option<usize> = match parts.next() {
+        None => None,
+        Some(d) => Some(d.strip_prefix('d').and_then(|d| d.parse().ok()).ok_or_else(|| bad("bad dimension"))?),
+    };
+    if parts.next().is_some() {
+        return Err(bad("expected bbob_fF_iI_dD"));
+    }
+    let d = match (named, dim) {
+        (Some(a), Some(b)) if a != b => return Err(bad(&format!("names dimension {a} but {b} was asked for"))),
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => return Err(bad("name the dimension: bbob_fF_iI_dD, e.g. bbob_f21_i3_d10")),
+    };
+    if d > 1000 {
+        return Err(bad(&format!("dimension {d} is out of range (2..=1000)")));
+    }
+    bbob_function(function, d, instance).map_err(|e| bad(&e))
+}
+
+/// BBOB function `function` (1..=24), instance `instance`, in `dim` dimensions, as a test
+/// function over [-5, 5]^dim, named with COCO's problem id (`bbob_f021_i03_d10`).
+pub fn bbob_function(function: u8, dim: usize, instance: u32) -> Result<TestFunction, String> {
+    let p = Arc::new(bbob::Problem::new(function, dim, instance)?);
+    let eval = {
+        let p = Arc::clone(&p);
+        Arc::new(move |v: &[ParamValue]| p.eval(&xs(v)))
+    };
+    Ok(TestFunction {
+        name: p.name(),
+        params: floats("x", dim, bbob::LOWER, bbob::UPPER),
+        optimum: p.f_opt,
+        argmin: at(&p.x_opt),
+        eval,
+    })
+}
+
 fn floats(prefix: &str, d: usize, low: f64, high: f64) -> Vec<ParamSpec> {
     (0..d)
         .map(|i| ParamSpec { name: format!("{prefix}{i}"), kind: ParamKind::Float { low, high, log: false } })
@@ -183,7 +252,7 @@ pub fn branin() -> TestFunction {
         ],
         optimum: 0.397_887_357_729_738_2,
         argmin: at(&[PI, 2.275]),
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -222,7 +291,7 @@ pub fn hartmann3() -> TestFunction {
         params: floats("x", 3, 0.0, 1.0),
         optimum: -3.862_782_147_820_756,
         argmin: at(&[0.114_614, 0.555_649, 0.852_547]),
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -235,7 +304,7 @@ pub fn hartmann6() -> TestFunction {
         params: floats("x", 6, 0.0, 1.0),
         optimum: -3.322_368_011_415_515,
         argmin: at(&[0.201_69, 0.150_011, 0.476_874, 0.275_332, 0.311_652, 0.6573]),
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -252,7 +321,7 @@ pub fn ackley(d: usize) -> TestFunction {
         params: floats("x", d, -32.768, 32.768),
         optimum: 0.0,
         argmin: at(&vec![0.0; d]),
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -266,7 +335,7 @@ pub fn rosenbrock(d: usize) -> TestFunction {
         params: floats("x", d, -5.0, 10.0),
         optimum: 0.0,
         argmin: at(&vec![1.0; d]),
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -285,7 +354,7 @@ pub fn levy(d: usize) -> TestFunction {
         params: floats("x", d, -10.0, 10.0),
         optimum: 0.0,
         argmin: at(&vec![1.0; d]),
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -302,7 +371,7 @@ pub fn styblinski_tang(d: usize) -> TestFunction {
         params: floats("x", d, -5.0, 5.0),
         optimum: STYBLINSKI_TANG_MIN_1D * d as f64,
         argmin: at(&vec![STYBLINSKI_TANG_X; d]),
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -343,7 +412,7 @@ pub fn mixed() -> TestFunction {
             ParamValue::Int(2),
             ParamValue::Choice("b".into()),
         ],
-        eval: f,
+        eval: Arc::new(f),
     }
 }
 
@@ -415,5 +484,21 @@ mod tests {
             by_name(n, None).unwrap();
         }
         assert_eq!(mixed().regret(0.5), 0.5);
+    }
+
+    #[test]
+    fn bbob_problems_by_name() {
+        let f = by_name("bbob_f001_i01_d02", None).unwrap();
+        assert_eq!((f.name.as_str(), f.dim(), f.optimum), ("bbob_f001_i01_d02", 2, 79.48));
+        assert_eq!((f.eval)(&f.argmin), f.optimum);
+        let g = by_name("bbob_f21_i3", Some(10)).unwrap();
+        assert_eq!((g.name.as_str(), g.dim()), ("bbob_f021_i03_d10", 10));
+        assert!(g.eval_f64(&[0.0; 10]) >= g.optimum);
+        assert_eq!(by_name("BBOB_F21_I3_D10", None).unwrap().name, g.name);
+        for bad in ["bbob_f21_i3", "bbob_f25_i1_d2", "bbob_f1_d2", "bbob_f1_i1_d1", "bbob_fx_i1_d2", "bbob_f1_i1_d2_x"]
+        {
+            assert!(by_name(bad, None).is_err(), "{bad}");
+        }
+        assert!(by_name("bbob_f1_i1_d2", Some(3)).unwrap_err().0.contains("names dimension 2 but 3"));
     }
 }
