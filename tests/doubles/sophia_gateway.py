@@ -305,6 +305,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         return status
 
+    def send_response(self, code, message=None):
+        record = getattr(self, "record", None)
+        if record is not None and record["status"] is None:
+            with self.gw.lock:
+                record["status"] = code
+        super().send_response(code, message)
+
     def read_body(self):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
@@ -322,6 +329,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.send_json(401, error_body("unauthorized", "Access token expired."))
 
     def do_GET(self):
+        self.record = None  # a kept-alive connection reuses the handler
         gw = self.gw
         if self.path == HEALTH_PATH:
             self.send_json(200, {"status": "ok"})
@@ -364,6 +372,7 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
     def do_POST(self):
+        self.record = None
         gw = self.gw
         raw = self.read_body()
         if self.path == "/_control/faults":
@@ -389,7 +398,10 @@ class Handler(BaseHTTPRequestHandler):
                   "token_prefix": (token or "")[:4], "status": None}
         with gw.lock:
             gw.requests.append(record)
-        record["status"] = self.chat(token, body)
+        # The status goes into the record as the response starts (send_response), before the
+        # client can see the answer and read the log.
+        self.record = record
+        self.chat(token, body)
 
     def chat(self, token, body):
         gw = self.gw
