@@ -2,7 +2,8 @@
 //! capability, as sent and as answered, without credentials. The LLM service appends to it and
 //! replays from it; `alcf-host study llm-log` and `compare` read it.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::{StudyDb, StudyError, now};
 
@@ -123,60 +124,64 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LlmCallRow> {
     })
 }
 
+/// What became of a call, in the column order `model` … `replay_of`: the one list the INSERT of a
+/// new row and the UPDATE of a `sent` row both bind.
+const RESULT_COLUMNS: [&str; 12] = [
+    "model",
+    "outcome",
+    "http_status",
+    "response",
+    "content",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "retries",
+    "attempts",
+    "error",
+    "replay_of",
+];
+
+fn result_values(c: &LlmCallRow) -> [Value; 12] {
+    [
+        c.model.clone().into(),
+        c.outcome.as_str().to_string().into(),
+        c.http_status.map(i64::from).into(),
+        c.response.clone().into(),
+        c.content.clone().into(),
+        (c.prompt_tokens as i64).into(),
+        (c.completion_tokens as i64).into(),
+        c.latency_s.into(),
+        i64::from(c.retries).into(),
+        c.attempts.clone().into(),
+        c.error.clone().into(),
+        c.replay_of.map(|i| i as i64).into(),
+    ]
+}
+
 impl StudyDb {
     /// Appends a call (its `id` and `at` are assigned here); returns the new row's id.
     pub fn record_llm_call(&self, c: &LlmCallRow) -> Result<u64, StudyError> {
+        let sql = format!(
+            "INSERT INTO llm_call(at, plugin, request_hash, request, {}) VALUES ({})",
+            RESULT_COLUMNS.join(", "),
+            (1..=4 + RESULT_COLUMNS.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+        );
+        let identity: [Value; 4] =
+            [now().into(), c.plugin.clone().into(), c.request_hash.clone().into(), c.request.clone().into()];
         self.with(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO llm_call(at, plugin, request_hash, request, model, outcome, http_status, response, \
-                 content, prompt_tokens, completion_tokens, latency_s, retries, attempts, error, replay_of) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?
-            .execute(params![
-                now(),
-                c.plugin,
-                c.request_hash,
-                c.request,
-                c.model,
-                c.outcome.as_str(),
-                c.http_status.map(i64::from),
-                c.response,
-                c.content,
-                c.prompt_tokens as i64,
-                c.completion_tokens as i64,
-                c.latency_s,
-                i64::from(c.retries),
-                c.attempts,
-                c.error,
-                c.replay_of.map(|i| i as i64),
-            ])?;
+            conn.prepare_cached(&sql)?.execute(params_from_iter(identity.into_iter().chain(result_values(c))))?;
             Ok(conn.last_insert_rowid() as u64)
         })
     }
 
     /// Rewrites call `id` (a `sent` row) with what became of it; `at` and the request stay.
     pub fn update_llm_call(&self, id: u64, c: &LlmCallRow) -> Result<(), StudyError> {
+        let set: Vec<String> =
+            RESULT_COLUMNS.iter().enumerate().map(|(k, col)| format!("{col} = ?{}", k + 2)).collect();
+        let sql = format!("UPDATE llm_call SET {} WHERE id = ?1", set.join(", "));
         self.with(|conn| {
-            conn.prepare_cached(
-                "UPDATE llm_call SET model = ?2, outcome = ?3, http_status = ?4, response = ?5, content = ?6, \
-                 prompt_tokens = ?7, completion_tokens = ?8, latency_s = ?9, retries = ?10, attempts = ?11, \
-                 error = ?12, replay_of = ?13 WHERE id = ?1",
-            )?
-            .execute(params![
-                id as i64,
-                c.model,
-                c.outcome.as_str(),
-                c.http_status.map(i64::from),
-                c.response,
-                c.content,
-                c.prompt_tokens as i64,
-                c.completion_tokens as i64,
-                c.latency_s,
-                i64::from(c.retries),
-                c.attempts,
-                c.error,
-                c.replay_of.map(|i| i as i64),
-            ])?;
+            conn.prepare_cached(&sql)?
+                .execute(params_from_iter(std::iter::once(Value::from(id as i64)).chain(result_values(c))))?;
             Ok(())
         })
     }
