@@ -221,9 +221,16 @@ fn a_resumed_study_replays_and_sends_nothing_twice() {
             "a request whose answer was recorded was sent twice: the server must never be billed twice"
         );
     }
+    // Every request the server saw is in the log. The log may hold one more: a `sent` row is
+    // written before its request leaves, so a kill between the two leaves a row the server
+    // never saw (the row says "maybe sent"; it counts against the caps all the same).
     let rows = calls(&dir);
-    let sent = rows.iter().filter(|(o, _)| o == "ok" || o == "failed" || o == "sent").count();
-    assert_eq!(sent, requests.len(), "every request the server saw is in the log: {rows:?}");
+    let logged = rows.iter().filter(|(o, _)| o == "ok" || o == "failed" || o == "sent").count();
+    assert!(
+        requests.len() <= logged && logged - requests.len() <= in_flight.len(),
+        "every request the server saw is in the log, and only a `sent` row may be extra: {} requests, {rows:?}",
+        requests.len()
+    );
 }
 
 #[test]

@@ -20,7 +20,8 @@ pub enum LlmOutcome {
     Failed,
     /// Sent, with no answer recorded: written before the request goes out and updated with its
     /// result, so a row stays `sent` only when the host stopped while the call was in flight.
-    /// The answer (and what it cost) died with that host; it counts against the caps.
+    /// The request may or may not have reached the service (the kill may fall between the row
+    /// and the send); any answer, and what it cost, died with that host. It counts against the caps.
     Sent,
 }
 
