@@ -25,7 +25,14 @@ cocoex extension module exports (`coco_get_bbob_problem`, `coco_problem_get_best
 `coco_problem_get_best_parameter`) via ctypes; the script checks that the ctypes problem
 evaluates identically to the suite problem at every point.
 
---dimensions, --instances and --seed make other (held-out) fixtures, e.g.
+The second committed fixture, host/testfns/tests/data/bbob-coco-suite.json, covers the instances
+the quality suite uses that the first does not (tuning 4-5, held-out 101-110; scripts/bench-suite.py)
+with COCO's optimum and its values at 0 and at -4 only:
+
+    /tmp/cocovenv/bin/python scripts/bbob-fixture.py --instances 4,5,101,102,103,104,105,106,107,108,109,110 \
+        --points 0 --out host/testfns/tests/data/bbob-coco-suite.json
+
+--dimensions, --instances, --points and --seed make other (held-out) fixtures, e.g.
 
     /tmp/cocovenv/bin/python scripts/bbob-fixture.py --dimensions 3,40 --instances 4,9,42,101,110 \
         --seed 7 --out /tmp/bbob-heldout.json
@@ -78,6 +85,7 @@ def main():
     ap.add_argument("--dimensions", default=",".join(map(str, DIMENSIONS)), help="comma-separated dimensions")
     ap.add_argument("--instances", default=",".join(map(str, INSTANCES)), help="comma-separated instances")
     ap.add_argument("--seed", type=int, default=SEED, help="seed of the random points")
+    ap.add_argument("--points", type=int, default=RANDOM_POINTS, help="random points per problem (besides 0 and -4)")
     args = ap.parse_args()
     dimensions = [int(v) for v in args.dimensions.split(",")]
     instances = [int(v) for v in args.instances.split(",")]
@@ -93,7 +101,7 @@ def main():
             for i in instances:
                 problem = suite.get_problem_by_function_dimension_instance(f, d, i)
                 assert problem.id == "bbob_f%03d_i%02d_d%02d" % (f, i, d), problem.id
-                points = [rng.uniform(-5.0, 5.0, d) for _ in range(RANDOM_POINTS)]
+                points = [rng.uniform(-5.0, 5.0, d) for _ in range(args.points)]
                 points.append(np.zeros(d))
                 points.append(np.full(d, -4.0))
                 values = [float(problem(x)) for x in points]

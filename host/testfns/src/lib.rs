@@ -15,6 +15,7 @@
 //! ackley 5, rosenbrock 4, levy 5, styblinski_tang 5. `eval` takes values in `params` order.
 
 pub mod bbob;
+pub mod suite;
 
 use std::f64::consts::PI;
 use std::fmt;
@@ -65,8 +66,11 @@ pub struct TestFunction {
     pub optimum: f64,
     /// A global minimizer, in `params` order.
     pub argmin: Vec<ParamValue>,
-    /// Evaluates the function at values given in `params` order.
+    /// Evaluates the function at values given in `params` order: what a trial observes.
     pub eval: Evaluator,
+    /// The noiseless value, for a noisy function (`eval` is then an observation of it); regret
+    /// is measured on this.
+    pub truth: Option<Evaluator>,
 }
 
 impl fmt::Debug for TestFunction {
@@ -88,6 +92,13 @@ impl TestFunction {
     pub fn regret(&self, value: f64) -> f64 {
         value - self.optimum
     }
+    /// The noiseless value at `v` (`eval` itself for a function without noise).
+    pub fn true_value(&self, v: &[ParamValue]) -> f64 {
+        match &self.truth {
+            Some(t) => t(v),
+            None => (self.eval)(v),
+        }
+    }
     /// Evaluates at float coordinates (only for all-float functions).
     pub fn eval_f64(&self, x: &[f64]) -> f64 {
         let v: Vec<ParamValue> = x.iter().map(|&x| ParamValue::Float(x)).collect();
@@ -103,7 +114,7 @@ impl fmt::Display for UnknownFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (known: {}, and bbob_fF_iI_dD: BBOB function F in 1..=24, instance I, dimension D)",
+            "{} (known: {}, and bbob_fF_iI_dD[_mixed][_add<σ>|_mul<β>]: BBOB function F in 1..=24, instance I, dimension D, a mixed space, noise)",
             self.0,
             NAMES.join(", ")
         )
@@ -176,50 +187,18 @@ pub fn by_name(name: &str, dim: Option<usize>) -> Result<TestFunction, UnknownFu
     }
 }
 
-/// `bbob_f<F>_i<I>[_d<D>]` (COCO's problem ids, `bbob_f001_i01_d02`, or without the zeros);
-/// `rest` is what follows `bbob_f`.
+/// `bbob_f<F>_i<I>_d<D>` with the suite's variant parts ([`suite`]); `rest` is what follows
+/// `bbob_f`.
 fn bbob_by_name(name: &str, rest: &str, dim: Option<usize>) -> Result<TestFunction, UnknownFunction> {
-    let bad = |why: &str| UnknownFunction(format!("`{name}`: {why}"));
-    let mut parts = rest.split('_');
-    let function: u8 = parts.next().and_then(|f| f.parse().ok()).ok_or_else(|| bad("bad BBOB function number"))?;
-    let instance: u32 = parts
-        .next()
-        .and_then(|i| i.strip_prefix('i'))
-        .and_then(|i| i.parse().ok())
-        .ok_or_else(|| bad("name the instance: bbob_fF_iI_dD, e.g. bbob_f21_i3_d10"))?;
-    let named: Option<usize> = match parts.next() {
-        None => None,
-        Some(d) => Some(d.strip_prefix('d').and_then(|d| d.parse().ok()).ok_or_else(|| bad("bad dimension"))?),
-    };
-    if parts.next().is_some() {
-        return Err(bad("expected bbob_fF_iI_dD"));
-    }
-    let d = match (named, dim) {
-        (Some(a), Some(b)) if a != b => return Err(bad(&format!("names dimension {a} but {b} was asked for"))),
-        (Some(a), _) | (None, Some(a)) => a,
-        (None, None) => return Err(bad("name the dimension: bbob_fF_iI_dD, e.g. bbob_f21_i3_d10")),
-    };
-    if d > 1000 {
-        return Err(bad(&format!("dimension {d} is out of range (2..=1000)")));
-    }
-    bbob_function(function, d, instance).map_err(|e| bad(&e))
+    suite::BbobSpec::parse(name, rest, dim)?.build()
 }
 
 /// BBOB function `function` (1..=24), instance `instance`, in `dim` dimensions, as a test
 /// function over [-5, 5]^dim, named with COCO's problem id (`bbob_f021_i03_d10`).
 pub fn bbob_function(function: u8, dim: usize, instance: u32) -> Result<TestFunction, String> {
-    let p = Arc::new(bbob::Problem::new(function, dim, instance)?);
-    let eval = {
-        let p = Arc::clone(&p);
-        Arc::new(move |v: &[ParamValue]| p.eval(&xs(v)))
-    };
-    Ok(TestFunction {
-        name: p.name(),
-        params: floats("x", dim, bbob::LOWER, bbob::UPPER),
-        optimum: p.f_opt,
-        argmin: at(&p.x_opt),
-        eval,
-    })
+    suite::BbobSpec { function, instance: Some(instance), dim, mixed: false, noise: suite::Noise::None }
+        .build()
+        .map_err(|e| e.0)
 }
 
 fn floats(prefix: &str, d: usize, low: f64, high: f64) -> Vec<ParamSpec> {
@@ -253,6 +232,7 @@ pub fn branin() -> TestFunction {
         optimum: 0.397_887_357_729_738_2,
         argmin: at(&[PI, 2.275]),
         eval: Arc::new(f),
+        truth: None,
     }
 }
 
@@ -292,6 +272,7 @@ pub fn hartmann3() -> TestFunction {
         optimum: -3.862_782_147_820_756,
         argmin: at(&[0.114_614, 0.555_649, 0.852_547]),
         eval: Arc::new(f),
+        truth: None,
     }
 }
 
@@ -305,6 +286,7 @@ pub fn hartmann6() -> TestFunction {
         optimum: -3.322_368_011_415_515,
         argmin: at(&[0.201_69, 0.150_011, 0.476_874, 0.275_332, 0.311_652, 0.6573]),
         eval: Arc::new(f),
+        truth: None,
     }
 }
 
@@ -322,6 +304,7 @@ pub fn ackley(d: usize) -> TestFunction {
         optimum: 0.0,
         argmin: at(&vec![0.0; d]),
         eval: Arc::new(f),
+        truth: None,
     }
 }
 
@@ -336,6 +319,7 @@ pub fn rosenbrock(d: usize) -> TestFunction {
         optimum: 0.0,
         argmin: at(&vec![1.0; d]),
         eval: Arc::new(f),
+        truth: None,
     }
 }
 
@@ -355,6 +339,7 @@ pub fn levy(d: usize) -> TestFunction {
         optimum: 0.0,
         argmin: at(&vec![1.0; d]),
         eval: Arc::new(f),
+        truth: None,
     }
 }
 
@@ -372,6 +357,7 @@ pub fn styblinski_tang(d: usize) -> TestFunction {
         optimum: STYBLINSKI_TANG_MIN_1D * d as f64,
         argmin: at(&vec![STYBLINSKI_TANG_X; d]),
         eval: Arc::new(f),
+        truth: None,
     }
 }
 
@@ -413,6 +399,7 @@ pub fn mixed() -> TestFunction {
             ParamValue::Choice("b".into()),
         ],
         eval: Arc::new(f),
+        truth: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! BBOB functions against COCO's reference implementation.
 //!
-//! `tests/data/bbob-coco.json` is produced by `scripts/bbob-fixture.py` with cocoex 2.8.2:
+//! `tests/data/bbob-coco.json` (and `bbob-coco-suite.json`: the quality suite's instances 4, 5 and
+//! 101-110, optimum and two points each) is produced by `scripts/bbob-fixture.py` with cocoex 2.8.2:
 //! COCO's values at 7 points per problem for f1..f24, d in {2, 5, 10, 20}, instances
 //! {1, 2, 3, 15}, plus COCO's `best_value` and `best_parameter` of each problem.
 //! `BBOB_COCO_FIXTURE=/path.json` runs the fixture tests on another file made by the script
@@ -151,13 +152,20 @@ impl Parser<'_> {
 }
 
 const DEFAULT_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bbob-coco.json");
+/// The quality suite's tuning (4, 5) and held-out (101-110) instances: optimum and two points.
+const SUITE_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bbob-coco-suite.json");
 
-/// The fixture, and whether it is the committed one.
-fn fixture() -> (Json, bool) {
-    let path = std::env::var("BBOB_COCO_FIXTURE").unwrap_or_else(|_| DEFAULT_FIXTURE.to_string());
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let mut p = Parser { s: text.as_bytes(), i: 0 };
-    (p.value(), path == DEFAULT_FIXTURE)
+/// The fixtures, each with the number of problems a committed one holds (`None`: another file).
+fn fixtures() -> Vec<(Json, Option<usize>)> {
+    let read = |path: &str| {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let mut p = Parser { s: text.as_bytes(), i: 0 };
+        p.value()
+    };
+    match std::env::var("BBOB_COCO_FIXTURE") {
+        Ok(path) => vec![(read(&path), None)],
+        Err(_) => vec![(read(DEFAULT_FIXTURE), Some(24 * 4 * 4)), (read(SUITE_FIXTURE), Some(24 * 4 * 12))],
+    }
 }
 
 fn rel_err(got: f64, want: f64) -> f64 {
@@ -171,34 +179,35 @@ fn rel_err(got: f64, want: f64) -> f64 {
 
 #[test]
 fn matches_coco_values() {
-    let (doc, committed) = fixture();
-    assert_eq!(doc.get("cocoex_version").str(), "2.8.2");
-    let problems = doc.get("problems").arr();
-    if committed {
-        assert_eq!(problems.len(), 24 * 4 * 4);
-    }
     let mut max_err = [0.0f64; 24];
     let mut exact = [0usize; 24];
     let mut total = [0usize; 24];
-    for entry in problems {
-        let f = entry.get("function").num() as u8;
-        let d = entry.get("dimension").num() as usize;
-        let i = entry.get("instance").num() as u32;
-        let p = Problem::new(f, d, i).unwrap();
-        assert_eq!(p.name(), entry.get("id").str());
-        let points = entry.get("points").arr();
-        let values = entry.get("values").nums();
-        assert_eq!(points.len(), values.len());
-        for (x, &want) in points.iter().zip(&values) {
-            let x = x.nums();
-            let got = p.eval(&x);
-            let e = rel_err(got, want);
-            assert!(e <= 1e-9, "{}: f({x:?}) = {got:?}, COCO {want:?} (rel err {e:e})", p.name());
-            let k = f as usize - 1;
-            max_err[k] = max_err[k].max(e);
-            total[k] += 1;
-            if got.to_bits() == want.to_bits() {
-                exact[k] += 1;
+    for (doc, count) in fixtures() {
+        assert_eq!(doc.get("cocoex_version").str(), "2.8.2");
+        let problems = doc.get("problems").arr();
+        if let Some(count) = count {
+            assert_eq!(problems.len(), count);
+        }
+        for entry in problems {
+            let f = entry.get("function").num() as u8;
+            let d = entry.get("dimension").num() as usize;
+            let i = entry.get("instance").num() as u32;
+            let p = Problem::new(f, d, i).unwrap();
+            assert_eq!(p.name(), entry.get("id").str());
+            let points = entry.get("points").arr();
+            let values = entry.get("values").nums();
+            assert_eq!(points.len(), values.len());
+            for (x, &want) in points.iter().zip(&values) {
+                let x = x.nums();
+                let got = p.eval(&x);
+                let e = rel_err(got, want);
+                assert!(e <= 1e-9, "{}: f({x:?}) = {got:?}, COCO {want:?} (rel err {e:e})", p.name());
+                let k = f as usize - 1;
+                max_err[k] = max_err[k].max(e);
+                total[k] += 1;
+                if got.to_bits() == want.to_bits() {
+                    exact[k] += 1;
+                }
             }
         }
     }
@@ -212,10 +221,10 @@ fn matches_coco_values() {
 /// so that another libm's last-ulp differences in pow/exp/sin do not fail it.
 #[test]
 fn matches_coco_optimum() {
-    let (doc, _) = fixture();
     let (mut exact, mut total) = (0usize, 0usize);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
-    for entry in doc.get("problems").arr() {
+    let docs = fixtures();
+    for entry in docs.iter().flat_map(|(doc, _)| doc.get("problems").arr()) {
         let f = entry.get("function").num() as u8;
         let d = entry.get("dimension").num() as usize;
         let i = entry.get("instance").num() as u32;
