@@ -8,6 +8,10 @@
 //!   (default: max(1, n/16), so every point early on, every ~60 at n = 1000), on at most
 //!   `max_fit_points` (default 200: the best quarter + a seeded random rest). Between refits the
 //!   Cholesky factor grows by one row per observation (O(n²)), never refactored.
+//! - **Large histories**: above `max_model_points` (default 2000) observations the model is
+//!   local, as in TuRBO's trust regions: `local_points` (default 1000) rows, the best quarter by
+//!   value and the rest nearest the incumbent in the kernel's scaled distance, refactored at every
+//!   suggestion (O(m³) with m = 1000 instead of O(n³) and O(n²) per prediction).
 //! - **Acquisition**: UCB (lower confidence bound for minimization) `μ − √β_t σ` with the GP-UCB
 //!   schedule `β_t = s · 2 ln(d t² π² / 0.6)` (t = trials so far + 1, s = `beta_scale`,
 //!   default 0.02: the theoretical s = 1 over-explores badly in 100-trial budgets; 0.02 gives
@@ -54,14 +58,28 @@ pub struct Config {
     /// Refit hyperparameters after this many new points (None: max(1, n/16)).
     pub refit_every: Option<usize>,
     pub max_fit_points: usize,
+    /// Above this many observations the model is local: built on `local_points` of them (the
+    /// best quarter and the incumbent's nearest neighbours), rebuilt at every suggestion.
+    pub max_model_points: usize,
+    pub local_points: usize,
     /// Acquisition candidates per suggestion (None: adapt to the data size).
     pub candidates: Option<usize>,
     pub impute_failed: bool,
 }
 
 impl Config {
-    pub const KNOWN: &'static [&'static str] =
-        &["acquisition", "n_init", "beta_scale", "beta", "refit_every", "max_fit_points", "candidates", "failed"];
+    pub const KNOWN: &'static [&'static str] = &[
+        "acquisition",
+        "n_init",
+        "beta_scale",
+        "beta",
+        "refit_every",
+        "max_fit_points",
+        "max_model_points",
+        "local_points",
+        "candidates",
+        "failed",
+    ];
 
     pub fn from_options(o: &Options, d: usize) -> Result<Config, String> {
         let acquisition = match o.string("acquisition", "ucb")?.to_ascii_lowercase().as_str() {
@@ -93,6 +111,8 @@ impl Config {
             beta,
             refit_every,
             max_fit_points: o.usize("max_fit_points", 200)?.max(16),
+            max_model_points: o.usize("max_model_points", 2000)?.max(16),
+            local_points: o.usize("local_points", 1000)?.max(16),
             candidates,
             impute_failed,
         })
@@ -199,6 +219,17 @@ impl GpCore {
             return true;
         }
         let need_fit = self.gp.is_none() || n - self.last_fit_n >= self.refit_every(self.last_fit_n);
+        if !need_fit && n > self.cfg.max_model_points {
+            // A local model has no incremental update: its rows change with the incumbent.
+            if let Some(hyper) = self.hyper.clone() {
+                let (x, y) = self.rows(n);
+                self.gp = self.build_model(&x, &y, hyper);
+                self.in_model = n;
+                if self.gp.is_some() {
+                    return true;
+                }
+            }
+        }
         if !need_fit {
             let worst = self.history.y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let gp = self.gp.as_mut().unwrap();
@@ -263,11 +294,57 @@ impl GpCore {
         let max_iter = if fresh { 60 } else { 30 };
         let hyper = gp::fit_hyper(&fx, fy.len(), d, &fys, &self.cat, &starts, n_random, max_iter, &mut self.rng);
         self.fits += 1;
-        self.gp = Gp::new(&x, d, &y, &self.cat, hyper.clone())
-            .or_else(|| Gp::new(&x, d, &y, &self.cat, Hyper::default_for(d)));
+        self.gp = self.build_model(&x, &y, hyper.clone());
         self.hyper = Some(hyper);
         self.in_model = n_all;
         self.last_fit_n = n_all;
+    }
+
+    /// The posterior over rows `x`, `y` (all of them, or above `max_model_points` a local
+    /// subset), with the default hyperparameters if `hyper` fails to factorize.
+    fn build_model(&self, x: &[f64], y: &[f64], hyper: Hyper) -> Option<Gp> {
+        let d = self.space.dim();
+        let (lx, ly);
+        let (x, y) = if y.len() > self.cfg.max_model_points {
+            (lx, ly) = self.local_rows(x, y, &hyper);
+            (&lx[..], &ly[..])
+        } else {
+            (x, y)
+        };
+        Gp::new(x, d, y, &self.cat, hyper).or_else(|| Gp::new(x, d, y, &self.cat, Hyper::default_for(d)))
+    }
+
+    /// The rows of a local model (the route past a few thousand observations, where a full GP's
+    /// O(n³) factorization and O(n²) per prediction are too slow; as TuRBO's trust region, the
+    /// model is exact where the search is): the best quarter of `local_points` by value, for where
+    /// good regions are, and the rest nearest to the incumbent in the kernel's scaled distance.
+    fn local_rows(&self, x: &[f64], y: &[f64], hyper: &Hyper) -> (Vec<f64>, Vec<f64>) {
+        let d = self.space.dim();
+        let n = y.len();
+        let m = self.cfg.local_points.min(n);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| y[a].total_cmp(&y[b]).then(a.cmp(&b)));
+        let mut chosen = vec![false; n];
+        for &i in &order[..m / 4] {
+            chosen[i] = true;
+        }
+        let w: Vec<f64> = hyper.log_w.iter().map(|v| v.exp()).collect();
+        let best = &x[order[0] * d..(order[0] + 1) * d];
+        let mut near: Vec<(f64, usize)> = (0..n)
+            .filter(|&i| !chosen[i])
+            .map(|i| (gp::sqdist(best, &x[i * d..(i + 1) * d], &w, &self.cat), i))
+            .collect();
+        near.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for &(_, i) in near.iter().take(m - m / 4) {
+            chosen[i] = true;
+        }
+        let mut lx = Vec::with_capacity(m * d);
+        let mut ly = Vec::with_capacity(m);
+        for i in (0..n).filter(|&i| chosen[i]) {
+            lx.extend_from_slice(&x[i * d..(i + 1) * d]);
+            ly.push(y[i]);
+        }
+        (lx, ly)
     }
 
     /// The current model (after [`GpCore::update_model`]).
@@ -280,6 +357,12 @@ impl GpCore {
         let gp = self.gp.as_ref()?;
         let (m, v) = gp.predict(x);
         Some((m * gp.y_std + gp.y_mean, v.sqrt() * gp.y_std))
+    }
+
+    /// [`GpCore::predict`] at many points (bit-identical, the triangular solves in blocks).
+    pub fn predict_many(&self, xs: &[Vec<f64>]) -> Option<Vec<(f64, f64)>> {
+        let gp = self.gp.as_ref()?;
+        Some(gp.predict_many(xs).into_iter().map(|(m, v)| (m * gp.y_std + gp.y_mean, v.sqrt() * gp.y_std)).collect())
     }
 
     /// ARD length scales ℓ_j of the current model in unit-cube units (the kernel weighs squared
@@ -312,6 +395,14 @@ impl GpCore {
             return None;
         }
         self.calls += 1;
+        if count == 1 && pending.is_empty() {
+            // Nothing to fantasize: the model itself, not a copy (at n = 1000 the copy and the
+            // fantasy update cost as much as a tenth of the whole suggestion).
+            let model = self.gp.take()?;
+            let x = self.pick(&model, &[], self.history.n_finished() + 1, 0);
+            self.gp = Some(model);
+            return Some(vec![x]);
+        }
         let mut model = self.gp.as_ref()?.clone();
         let mut taken: Vec<Vec<f64>> = Vec::new();
         for p in pending {
@@ -322,25 +413,31 @@ impl GpCore {
         let mut out = Vec::with_capacity(count);
         for k in 0..count {
             let t = self.history.n_finished() + pending.len() + k + 1;
-            let ranked = self.maximize(&model, t, k as u64);
-            let pick = ranked
-                .iter()
-                .find(|(_, x)| {
-                    !taken.iter().any(|p| self.space.same_point(p, x, 1e-9))
-                        && !self.history.all_points().any(|p| self.space.same_point(p, x, 1e-9))
-                })
-                .or_else(|| ranked.iter().find(|(_, x)| !taken.iter().any(|p| self.space.same_point(p, x, 1e-9))))
-                .map(|(_, x)| x.clone());
-            let x = match pick {
-                Some(x) => x,
-                None => self.random_free(&taken),
-            };
+            let x = self.pick(&model, &taken, t, k as u64);
             let (mu, _) = model.predict(&x);
             model.add(&x, mu * model.y_std + model.y_mean);
             taken.push(x.clone());
             out.push(x);
         }
         Some(out)
+    }
+
+    /// The acquisition maximizer under `model` that is neither taken nor already observed (or,
+    /// failing that, not taken; or a random free point).
+    fn pick(&mut self, model: &Gp, taken: &[Vec<f64>], t: usize, salt: u64) -> Vec<f64> {
+        let ranked = self.maximize(model, t, salt);
+        let pick = ranked
+            .iter()
+            .find(|(_, x)| {
+                !taken.iter().any(|p| self.space.same_point(p, x, 1e-9))
+                    && !self.history.all_points().any(|p| self.space.same_point(p, x, 1e-9))
+            })
+            .or_else(|| ranked.iter().find(|(_, x)| !taken.iter().any(|p| self.space.same_point(p, x, 1e-9))))
+            .map(|(_, x)| x.clone());
+        match pick {
+            Some(x) => x,
+            None => self.random_free(taken),
+        }
     }
 
     /// The core's random stream (hyperparameter restarts, random fallbacks): a strategy built on
@@ -401,12 +498,11 @@ impl GpCore {
                 cands.push(self.space.snap(&x));
             }
         }
+        let predictions = model.predict_many(&cands);
         let mut scored: Vec<(f64, Vec<f64>)> = cands
             .into_iter()
-            .map(|x| {
-                let (mu, var) = model.predict(&x);
-                (self.acq_value(model, mu, var, kappa, best), x)
-            })
+            .zip(predictions)
+            .map(|(x, (mu, var))| (self.acq_value(model, mu, var, kappa, best), x))
             .filter(|(a, _)| a.is_finite())
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -219,6 +219,20 @@ impl Cholesky {
         }
     }
 
+    /// Solves L z = b in place for several right-hand sides at once: each row of L is read once
+    /// for all of them instead of once each (at n = 1000 the factor is 4 MB, so one solve per
+    /// candidate streamed it from memory again and again). Every `b` gets exactly the operations
+    /// [`Cholesky::solve_lower`] would do, in the same order, so the results are bit-identical.
+    pub fn solve_lower_many(&self, bs: &mut [Vec<f64>]) {
+        for i in 0..self.n {
+            let row = self.row(i);
+            for b in bs.iter_mut() {
+                let s = b[i] - dot(&row[..i], &b[..i]);
+                b[i] = s / row[i];
+            }
+        }
+    }
+
     /// Solves Lᵀ x = z in place.
     pub fn solve_upper(&self, z: &mut [f64]) {
         for i in (0..self.n).rev() {

@@ -128,3 +128,30 @@ fn importance_follows_the_length_scales() {
     assert!((imp.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     assert!(imp[0] > imp[1] && imp[0] > imp[2], "{imp:?} from {l:?}");
 }
+
+#[test]
+fn a_local_model_above_max_model_points_keeps_the_incumbent_and_still_optimizes() {
+    // With a threshold of 40 the model switches to 24 local rows after 40 observations; the search
+    // goes on and keeps improving Branin, and the model holds the best point seen.
+    let f = alcf_testfns::branin();
+    let opts = r#"{"max_model_points": 40, "local_points": 24}"#;
+    let r = run(&f, 2, 70, 1, opts);
+    assert_eq!(r.len(), 70);
+    let best = native::best(&r, Direction::Minimize).unwrap();
+    assert!(f.regret(best) < 0.05, "regret {}", f.regret(best));
+    let study = study_for(&f, 2, opts);
+    let mut s = GpUcb::new(&study).unwrap();
+    native::run(&mut s, &study, 60, 1, |p| Some(eval(&f, p))).unwrap();
+    assert!(s.core.update_model());
+    let model = s.core.model().unwrap();
+    assert_eq!(model.n(), 24, "a local model of local_points rows");
+    let best_y = s.core.history.y.iter().copied().fold(f64::INFINITY, f64::min);
+    let model_best = model.y.iter().map(|v| v * model.y_std + model.y_mean).fold(f64::INFINITY, f64::min);
+    assert!((model_best - best_y).abs() < 1e-9 * best_y.abs().max(1.0), "{model_best} vs {best_y}");
+    // Below the threshold the model holds every observation.
+    let small = study_for(&f, 2, "{}");
+    let mut s = GpUcb::new(&small).unwrap();
+    native::run(&mut s, &small, 30, 1, |p| Some(eval(&f, p))).unwrap();
+    assert!(s.core.update_model());
+    assert_eq!(s.core.model().unwrap().n(), 30);
+}

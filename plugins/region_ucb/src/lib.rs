@@ -140,7 +140,7 @@ impl RegionUcb {
         }
         let d = self.core.space.dim();
         let kappa = 2.0 * e;
-        let mut best: Option<(f64, Vec<f64>)> = None;
+        let mut cands = Vec::with_capacity(self.candidates);
         for _ in 0..self.candidates {
             let x: Vec<f64> = (0..d)
                 .map(|j| {
@@ -152,11 +152,15 @@ impl RegionUcb {
                 })
                 .collect();
             let x = self.core.space.snap(&x);
-            if taken.iter().any(|t| self.core.space.same_point(t, &x, 1e-9)) {
-                continue;
+            if !taken.iter().any(|t| self.core.space.same_point(t, &x, 1e-9)) {
+                cands.push(x);
             }
-            let (mu, sd) = self.core.predict(&x)?;
-            let ysd = self.core.model().map(|m| m.y_std).unwrap_or(1.0);
+        }
+        // All candidates at once: the GP's triangular solves in blocks (same values as one by one).
+        let predictions = self.core.predict_many(&cands)?;
+        let ysd = self.core.model().map(|m| m.y_std).unwrap_or(1.0);
+        let mut best: Option<(f64, Vec<f64>)> = None;
+        for (x, (mu, sd)) in cands.into_iter().zip(predictions) {
             let score = -(mu - kappa * sd) / ysd;
             if best.as_ref().is_none_or(|b| score > b.0) {
                 best = Some((score, x));
