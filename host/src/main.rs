@@ -100,6 +100,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The bench functions outside a study (for other tools to optimize the very same ones).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Open the SSH master connection the pbs executor uses (asks for your passcode once).
     Connect {
         /// An SSH destination as in ~/.ssh/config, e.g. aurora [default: the config's executor.host].
@@ -184,6 +189,25 @@ enum Command {
         /// Where the pages go (created if missing), e.g. ~/.local/share/man/man1.
         #[arg(long, value_name = "DIR", default_value = "man")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// A function's parameters, known optimum and minimizer, as JSON.
+    Describe {
+        /// bench:NAME[:DIM], e.g. bench:branin or bench:bbob_f21_d10_mixed with --instance.
+        objective: String,
+        /// The instance of a BBOB family (compare runs instance = seed).
+        #[arg(long)]
+        instance: Option<u32>,
+    },
+    /// Evaluate points: one JSON object of parameter values per line on stdin, one
+    /// {"value", "true_value"} per line on stdout (true_value: without the noise).
+    Eval {
+        objective: String,
+        #[arg(long)]
+        instance: Option<u32>,
     },
 }
 
@@ -383,6 +407,12 @@ fn main() -> ExitCode {
                     json,
                 };
                 cli::compare::compare(opts).await.map(|_| Exit::Ok)
+            }
+            Command::Bench { command: BenchCommand::Describe { objective, instance } } => {
+                cli::bench::describe(&objective, instance).map(|_| Exit::Ok)
+            }
+            Command::Bench { command: BenchCommand::Eval { objective, instance } } => {
+                cli::bench::eval(&objective, instance).map(|_| Exit::Ok)
             }
             Command::Connect { host, config, persist, check, exit } => {
                 cli::connect::connect(cli::connect::ConnectOptions { host, config, persist, check, exit })

@@ -71,6 +71,91 @@ fn compare_writes_a_report_with_one_row_per_strategy() {
     assert_eq!(seeds.into_iter().collect::<Vec<_>>(), [0, 1, 2]);
 }
 
+/// A BBOB family runs instance = seed in each repeat; on a noisy function regret is measured on
+/// the noiseless value of the incumbent; `alcf-host bench eval` gives another tool the very same
+/// values.
+#[test]
+fn a_family_of_noisy_instances_is_compared_on_the_noiseless_regret() {
+    host_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let random = plugin("random");
+    let args = [
+        "compare",
+        "--strategy",
+        random.to_str().unwrap(),
+        "--objective",
+        "bench:bbob_f8_d3_mixed_add1",
+        "--trials",
+        "8",
+        "--repeats",
+        "2",
+        "--seed",
+        "101",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    let result = alcf(&args, &dir.path().join("cache"));
+    assert!(result.status.success(), "{}", text(&result));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["objective"], "bench:bbob_f008_d03_mixed_add1");
+    assert!(summary["metric"]["optimum"].is_null(), "a family has no single optimum: {summary:#}");
+    let runs = summary["runs"].as_array().unwrap();
+    let problems: Vec<&str> = runs.iter().map(|r| r["problem"].as_str().unwrap()).collect();
+    assert_eq!(problems, ["bbob_f008_i101_d03_mixed_add1", "bbob_f008_i102_d03_mixed_add1"]);
+    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("A family of instances"));
+
+    // The trials' noiseless values, checked point by point through `bench eval` (what
+    // scripts/bench-suite.py runs Optuna with), and the regret of the incumbent.
+    let trials: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("trials.json")).unwrap()).unwrap();
+    for run in runs {
+        let (seed, optimum) = (run["seed"].as_u64().unwrap(), run["optimum"].as_f64().unwrap());
+        let rows: Vec<&serde_json::Value> =
+            trials.as_array().unwrap().iter().filter(|t| t["seed"].as_u64() == Some(seed)).collect();
+        assert_eq!(rows.len(), 8);
+        let input: String = rows.iter().map(|t| format!("{}\n", t["params"])).collect();
+        let mut child = std::process::Command::new(host_bin())
+            .args(["bench", "eval", "bench:bbob_f8_d3_mixed_add1", "--instance", &seed.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let answers = child.wait_with_output().unwrap();
+        assert!(answers.status.success());
+        let answers: Vec<serde_json::Value> =
+            String::from_utf8(answers.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (mut best, mut regret) = (f64::INFINITY, f64::NAN);
+        for (t, a) in rows.iter().zip(&answers) {
+            assert_eq!(t["value"], a["value"], "the trial observed what bench eval gives");
+            assert_eq!(t["true_value"], a["true_value"]);
+            assert_ne!(t["value"], t["true_value"], "the noise is there");
+            let v = t["value"].as_f64().unwrap();
+            if v < best {
+                best = v;
+                regret = a["true_value"].as_f64().unwrap() - optimum;
+            }
+            assert_eq!(t["regret"].as_f64().unwrap(), regret);
+        }
+    }
+    let described = std::process::Command::new(host_bin())
+        .args(["bench", "describe", "bench:bbob_f8_d3_mixed_add1", "--instance", "101"])
+        .output()
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    assert_eq!(d["optimum"], runs[0]["optimum"]);
+    let kinds: Vec<&str> = d["params"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["float", "float", "int"]);
+    assert_eq!(d["params"][1]["log"], true);
+    // A family without an instance is refused with the fix.
+    let refused =
+        std::process::Command::new(host_bin()).args(["bench", "describe", "bench:bbob_f8_d3"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("give --instance I"), "{}", text(&refused));
+}
+
 #[test]
 fn compare_checks_every_strategy_before_running() {
     let dir = tempfile::tempdir().unwrap();

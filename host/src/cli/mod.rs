@@ -3,6 +3,7 @@
 //! returns typed errors.
 
 pub mod auth;
+pub mod bench;
 pub mod compare;
 pub mod connect;
 pub mod dashboard;

@@ -11,6 +11,8 @@ use crate::space::{Choice, Domain, Param, SearchSpace, Value};
 
 /// The metric name under which a bench trial reports its function value.
 pub const METRIC: &str = "value";
+/// The metric under which a noisy bench function reports its noiseless value.
+pub const TRUE_METRIC: &str = "true_value";
 
 /// `executor.function` (or `--objective bench:NAME`) names no test function.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -25,6 +27,7 @@ impl From<alcf_testfns::UnknownFunction> for UnknownFunction {
     }
 }
 
+#[derive(Clone)]
 pub struct BenchExecutor {
     function: TestFunction,
     delay: Option<Duration>,
@@ -34,6 +37,10 @@ impl BenchExecutor {
     pub fn new(name: &str, dim: Option<usize>, delay: Option<Duration>) -> Result<BenchExecutor, UnknownFunction> {
         let function = alcf_testfns::by_name(name, dim)?;
         Ok(BenchExecutor { function, delay })
+    }
+
+    pub fn from_function(function: TestFunction, delay: Option<Duration>) -> BenchExecutor {
+        BenchExecutor { function, delay }
     }
 
     pub fn function(&self) -> &TestFunction {
@@ -62,8 +69,32 @@ impl BenchExecutor {
         SearchSpace::new(params).expect("test functions define valid spaces")
     }
 
+    /// The noiseless value at a recorded trial's parameters (as stored: JSON numbers and
+    /// labels); `None` when they do not fit the function.
+    pub fn true_value_of(&self, params: &serde_json::Map<String, serde_json::Value>) -> Option<f64> {
+        let args = self
+            .function
+            .params
+            .iter()
+            .map(|p| {
+                let v = params.get(&p.name)?;
+                Some(match &p.kind {
+                    ParamKind::Float { .. } => ParamValue::Float(v.as_f64()?),
+                    ParamKind::Int { .. } => ParamValue::Int(v.as_i64()?),
+                    ParamKind::Choice(_) => ParamValue::Choice(v.as_str()?.to_string()),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(self.function.true_value(&args))
+    }
+
     /// Evaluates the function at a validated assignment.
     pub fn evaluate(&self, trial: &TrialSpec) -> Result<f64, ExecutorError> {
+        Ok((self.function.eval)(&self.args(trial)?))
+    }
+
+    /// The function's arguments from a trial's parameters.
+    fn args(&self, trial: &TrialSpec) -> Result<Vec<ParamValue>, ExecutorError> {
         let mut args = Vec::with_capacity(self.function.params.len());
         for p in &self.function.params {
             let v = trial.params.get(&p.name).ok_or_else(|| ExecutorError::Submit {
@@ -76,7 +107,7 @@ impl BenchExecutor {
                 Value::Choice(x) => ParamValue::Choice(x.clone()),
             });
         }
-        Ok((self.function.eval)(&args))
+        Ok(args)
     }
 }
 
@@ -109,19 +140,26 @@ impl Executor for BenchExecutor {
         _job: JobHandle,
         _metrics: MetricsSink,
     ) -> BoxFuture<Result<RunReport, ExecutorError>> {
-        // Bench trials have no intermediate metrics: nothing is sent to the sink.
-        let value = self.evaluate(&trial);
+        // Bench trials have no intermediate metrics: nothing is sent to the sink. A noisy
+        // function also reports its noiseless value (TRUE_METRIC), which regret is measured on.
+        let values = self
+            .args(&trial)
+            .map(|a| ((self.function.eval)(&a), self.function.truth.as_ref().map(|t| t(&a)).filter(|t| t.is_finite())));
         let delay = self.delay;
         Box::pin(async move {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
-            let value = value?;
-            Ok(if value.is_finite() {
+            let (value, truth) = values?;
+            let mut report = if value.is_finite() {
                 RunReport { metrics: [(METRIC.to_string(), value)].into(), ..RunReport::default() }
             } else {
                 RunReport { non_numeric: vec![(METRIC.to_string(), value.to_string())], ..RunReport::default() }
-            })
+            };
+            if let Some(t) = truth {
+                report.metrics.insert(TRUE_METRIC.to_string(), t);
+            }
+            Ok(report)
         })
     }
 
@@ -185,6 +223,25 @@ mod tests {
         // The message carries the inner one, so it is not also the source: printed with its
         // sources (anyhow's `{:#}`), it would say the same thing twice.
         assert!(std::error::Error::source(&err).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_noisy_function_reports_its_noiseless_value_too() {
+        let bench = BenchExecutor::new("bbob_f1_i2_d3_add5", None, None).unwrap();
+        let plain = BenchExecutor::new("bbob_f1_i2_d3", None, None).unwrap();
+        let space = bench.space();
+        let t = spec(&bench, &space, 1.0);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = bench.wait(t.clone(), JobHandle::new("bench-3"), tx).await.unwrap();
+        let (value, truth) = (report.metrics[METRIC], report.metrics[TRUE_METRIC]);
+        assert_eq!(truth, plain.evaluate(&t).unwrap());
+        assert_ne!(value, truth);
+        let stored = serde_json::json!({"x0": 1.0, "x1": 1.0, "x2": 1.0});
+        assert_eq!(bench.true_value_of(stored.as_object().unwrap()), Some(truth));
+        assert_eq!(bench.true_value_of(serde_json::json!({"x0": 1.0}).as_object().unwrap()), None);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = plain.wait(t, JobHandle::new("bench-3"), tx).await.unwrap();
+        assert!(!report.metrics.contains_key(TRUE_METRIC));
     }
 
     #[test]

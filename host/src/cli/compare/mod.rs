@@ -70,8 +70,9 @@ pub struct CompareOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Metric {
-    /// Simple regret: best value − the bench function's known optimum (lower is better).
-    Regret { optimum: f64 },
+    /// Simple regret: the noiseless value of the best trial − the bench function's known optimum
+    /// (lower is better). `None`: a family of instances, one per repeat, each with its own.
+    Regret { optimum: Option<f64> },
     /// The best objective value, in the study's direction.
     Best {
         #[serde(serialize_with = "direction_str")]
@@ -153,8 +154,12 @@ pub struct TrialResult {
     pub value: Option<f64>,
     /// Best value so far (in the study's direction).
     pub best: Option<f64>,
-    /// `best − optimum` for bench objectives.
+    /// Bench objectives: the noiseless value of the best trial so far (the incumbent, by
+    /// observed value) − the optimum; `best − optimum` on a function without noise.
     pub regret: Option<f64>,
+    /// The noiseless value of this trial, on a noisy bench function.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub true_value: Option<f64>,
     /// Wall time of the `suggest` call that proposed this trial, divided by the number of
     /// suggestions it returned (seconds). Not measured with --config.
     pub suggest_s: Option<f64>,
@@ -167,6 +172,12 @@ pub struct RunResult {
     pub strategy: usize,
     pub repeat: u32,
     pub seed: u64,
+    /// The bench problem this run optimized (for a family: its instance = the seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// That problem's known optimum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimum: Option<f64>,
     pub trials: Vec<TrialResult>,
     /// Total wall time of `suggest` calls and the number of suggestions they returned.
     pub suggest_s: f64,
@@ -189,6 +200,8 @@ impl RunResult {
             strategy,
             repeat,
             seed,
+            problem: None,
+            optimum: None,
             trials: Vec::new(),
             suggest_s: 0.0,
             suggestions: 0,
@@ -232,27 +245,45 @@ pub struct Comparison {
     pub interrupted: bool,
 }
 
-/// Adds a trial to a run's record, keeping best-so-far and regret up to date.
-fn push_trial(
-    run: &mut RunResult,
-    metric: &Metric,
+/// What a finished trial adds to its run's record.
+struct Finished {
     id: u64,
     params: serde_json::Map<String, serde_json::Value>,
+    /// The observed value (`None`: the trial failed).
     value: Option<f64>,
+    /// The noiseless value, on a noisy bench function.
+    true_value: Option<f64>,
     suggest_s: Option<f64>,
-) {
-    let prev = run.trials.last().and_then(|t| t.best);
-    let best = match (prev, value) {
-        (Some(b), Some(v)) => Some(if metric.direction().better(v, b) { v } else { b }),
-        (None, v) => v,
-        (b, None) => b,
+}
+
+/// Adds a trial to a run's record, keeping best-so-far and regret up to date. Regret follows the
+/// incumbent, the trial with the best observed value, at its noiseless value: what a user who
+/// picks the best trial would get (on a noisy function that can be worse than an earlier one).
+fn push_trial(run: &mut RunResult, metric: &Metric, t: Finished) {
+    let last = run.trials.last();
+    let prev = last.and_then(|t| t.best);
+    let improved = match (prev, t.value) {
+        (Some(b), Some(v)) => metric.direction().better(v, b),
+        (None, Some(_)) => true,
+        (_, None) => false,
     };
-    let regret = match metric {
-        Metric::Regret { optimum } => best.map(|b| b - optimum),
-        Metric::Best { .. } => None,
+    let best = if improved { t.value } else { prev };
+    let regret = match (metric, run.optimum) {
+        (Metric::Regret { .. }, Some(optimum)) if improved => t.true_value.or(t.value).map(|v| v - optimum),
+        (Metric::Regret { .. }, Some(_)) => last.and_then(|t| t.regret),
+        _ => None,
     };
     let trial = run.trials.len() as u32 + 1;
-    run.trials.push(TrialResult { trial, id, params, value, best, regret, suggest_s });
+    run.trials.push(TrialResult {
+        trial,
+        id: t.id,
+        params: t.params,
+        value: t.value,
+        best,
+        regret,
+        true_value: t.true_value,
+        suggest_s: t.suggest_s,
+    });
 }
 
 /// Labels from file stems (and options), made unique.
@@ -460,10 +491,9 @@ fn default_limits() -> (PluginLimits, Grants) {
 
 fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Path) -> anyhow::Result<Comparison> {
     let (name, dim) = parse_bench(objective)?;
-    let bench = BenchExecutor::new(&name, dim, None)?;
-    let space = bench.space();
-    let metric = Metric::Regret { optimum: bench.function().optimum };
-    let objective = format!("bench:{}", bench.function().name);
+    let problems = BenchProblems::new(&name, dim)?;
+    let metric = Metric::Regret { optimum: problems.fixed.as_ref().map(|b| b.function().optimum) };
+    let objective = format!("bench:{}", problems.name());
     let trials = opts.trials.unwrap_or(DEFAULT_TRIALS);
     let parallel = opts.parallel.unwrap_or(1);
     let seed = opts.seed.unwrap_or(0);
@@ -474,8 +504,6 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
     std::fs::create_dir_all(out).with_context(|| format!("cannot create report directory {}", out.display()))?;
     // Plugin logs (and warnings) of a bench comparison go to `compare.log` in the report directory.
     let log = out.join("compare.log");
-    let bench_name = bench.function().name.clone();
-
     let jobs = job_list(strategies.len(), repeats);
     let workers = jobs_n.min(jobs.len()).max(1);
     if !opts.quiet {
@@ -494,8 +522,8 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
     std::thread::scope(|scope| {
         for w in 0..workers {
             let (jobs, next, results, plugins, strategies) = (&jobs, &next, &results, &plugins, &strategies);
-            let (bench_name, space, metric, bar, limits, grants, setup_error, log) =
-                (&bench_name, &space, &metric, &bar, &limits, &grants, &setup_error, &log);
+            let (problems, metric, bar, limits, grants, setup_error, log) =
+                (&problems, &metric, &bar, &limits, &grants, &setup_error, &log);
             let spawned = std::thread::Builder::new().name(format!("compare-{w}")).spawn_scoped(scope, move || {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
@@ -508,16 +536,25 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i).copied() else { break };
+                    let seed = seed + u64::from(job.repeat);
+                    let executor = match problems.for_seed(seed) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let mut run = RunResult::new(job.strategy, job.repeat, seed);
+                            run.error = Some(e.to_string());
+                            results.lock().unwrap_or_else(|p| p.into_inner()).push(run);
+                            continue;
+                        }
+                    };
                     let ctx = BenchJob {
                         plugin: plugins[job.strategy].clone(),
                         strategy: &strategies[job.strategy],
-                        bench_name,
-                        bench_dim: dim,
-                        space,
+                        space: executor.space(),
+                        executor: Arc::new(executor),
                         metric,
                         trials,
                         parallel,
-                        seed: seed + u64::from(job.repeat),
+                        seed,
                         limits: limits.clone(),
                         grants: grants.clone(),
                         bar,
@@ -561,13 +598,53 @@ fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Pat
     })
 }
 
+/// The problem(s) of a bench comparison: one function, or a family of BBOB instances
+/// (`bench:bbob_f21_d10`) whose instance in each repeat is that repeat's seed.
+struct BenchProblems {
+    fixed: Option<BenchExecutor>,
+    family: Option<alcf_testfns::suite::BbobSpec>,
+}
+
+impl BenchProblems {
+    fn new(name: &str, dim: Option<usize>) -> Result<BenchProblems, bench::UnknownFunction> {
+        if let Some(spec) = alcf_testfns::suite::family(name, dim)? {
+            return Ok(BenchProblems { fixed: None, family: Some(spec) });
+        }
+        Ok(BenchProblems { fixed: Some(BenchExecutor::new(name, dim, None)?), family: None })
+    }
+
+    fn name(&self) -> String {
+        match (&self.fixed, &self.family) {
+            (Some(b), _) => b.function().name.clone(),
+            (None, Some(f)) => f.name(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The problem a run with this seed optimizes.
+    fn for_seed(&self, seed: u64) -> Result<BenchExecutor, bench::UnknownFunction> {
+        match (&self.fixed, &self.family) {
+            (Some(b), _) => Ok(b.clone()),
+            (None, Some(f)) => {
+                let instance = u32::try_from(seed).map_err(|_| {
+                    alcf_testfns::UnknownFunction(format!(
+                        "seed {seed}: a family's instance is the seed, which must fit in 32 bits"
+                    ))
+                })?;
+                Ok(BenchExecutor::from_function(f.with_instance(instance).build()?, None))
+            }
+            (None, None) => unreachable!("BenchProblems::new sets one"),
+        }
+    }
+}
+
 /// What one bench job needs.
 struct BenchJob<'a> {
     plugin: Arc<LoadedPlugin>,
     strategy: &'a StrategyEntry,
-    bench_name: &'a str,
-    bench_dim: Option<usize>,
-    space: &'a SearchSpace,
+    /// This run's problem (its own instance, for a family).
+    executor: Arc<BenchExecutor>,
+    space: SearchSpace,
     metric: &'a Metric,
     trials: u32,
     parallel: u32,
@@ -582,6 +659,8 @@ struct BenchJob<'a> {
 async fn run_bench_job(ctx: BenchJob<'_>, job: Job) -> RunResult {
     let start = Instant::now();
     let mut run = RunResult::new(job.strategy, job.repeat, ctx.seed);
+    run.problem = Some(ctx.executor.function().name.clone());
+    run.optimum = Some(ctx.executor.function().optimum);
     if let Err(e) = drive_bench(&ctx, job, &mut run).await {
         // There is no study to resume here: drop the campaign's advice about one.
         run.error = Some(e.split(". The study is intact").next().unwrap_or(&e).to_string());
@@ -643,7 +722,8 @@ impl Observer for Collector {
 }
 
 async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Result<(), String> {
-    let name = format!("compare-{}-{}-r{}", ctx.bench_name, ctx.strategy.name, job.repeat);
+    let bench_name = &ctx.executor.function().name;
+    let name = format!("compare-{bench_name}-{}-r{}", ctx.strategy.name, job.repeat);
     let study = StudyInfo {
         name: name.clone(),
         space: ctx.space.clone(),
@@ -665,7 +745,7 @@ async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Resul
         direction: Direction::Minimize.as_str().to_string(),
         seed: ctx.seed,
         space: ctx.space.to_json(),
-        executor: format!("bench:{}", ctx.bench_name),
+        executor: format!("bench:{bench_name}"),
         plugin: ctx.strategy.path.display().to_string(),
         plugin_sha256: ctx.strategy.sha256.clone(),
         created_at: alcf_host::study::now(),
@@ -680,13 +760,12 @@ async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Resul
         retries: 0,
     };
     let loaded = TrialService::load(db.clone(), ctx.space.clone(), rules).map_err(|e| e.to_string())?;
-    let executor = BenchExecutor::new(ctx.bench_name, ctx.bench_dim, None).map_err(|e| e.to_string())?;
     let shared = Arc::new(Mutex::new(Collected::default()));
     let collector = Collector { shared: shared.clone(), bar: ctx.bar.clone() };
     let campaign = Campaign::new(
         loaded,
         strategy,
-        Arc::new(executor),
+        ctx.executor.clone(),
         CampaignSettings { max_time: None, parallel: ctx.parallel.max(1) },
         Box::new(collector),
         Interrupts::default(),
@@ -694,9 +773,12 @@ async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Resul
     let summary = campaign.run().await.map_err(|e| e.to_string())?;
     let rows = db.trials().map_err(|e| e.to_string())?;
     let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let noisy = ctx.executor.function().truth.is_some();
     for (id, value) in c.finished.clone() {
         let params = rows.iter().find(|r| r.id == id).map(|r| r.params.clone()).unwrap_or_default();
-        push_trial(run, ctx.metric, id, params, value, c.share.get(&id).copied());
+        let true_value = if noisy && value.is_some() { ctx.executor.true_value_of(&params) } else { None };
+        let suggest_s = c.share.get(&id).copied();
+        push_trial(run, ctx.metric, Finished { id, params, value, true_value, suggest_s });
     }
     run.suggest_s = c.suggest_s;
     run.suggestions = c.suggestions;
@@ -882,7 +964,11 @@ fn read_study(dir: &Path, metric: &Metric, run: &mut RunResult) -> anyhow::Resul
     });
     for row in rows {
         let value = if row.state == TrialState::Completed { row.value } else { None };
-        push_trial(run, metric, row.id, row.params.clone(), value, None);
+        push_trial(
+            run,
+            metric,
+            Finished { id: row.id, params: row.params.clone(), value, true_value: None, suggest_s: None },
+        );
     }
     run.llm = db.llm_totals()?;
     Ok(())
@@ -918,19 +1004,32 @@ mod tests {
 
     #[test]
     fn trials_track_best_and_regret() {
-        let metric = Metric::Regret { optimum: 1.0 };
+        let finished =
+            |value, true_value| Finished { id: 0, params: Default::default(), value, true_value, suggest_s: None };
+        let metric = Metric::Regret { optimum: Some(1.0) };
         let mut run = RunResult::new(0, 0, 0);
+        run.optimum = Some(1.0);
         for v in [Some(5.0), None, Some(3.0), Some(4.0)] {
-            push_trial(&mut run, &metric, 0, Default::default(), v, None);
+            push_trial(&mut run, &metric, finished(v, None));
         }
         let regrets: Vec<_> = run.trials.iter().map(|t| t.regret).collect();
         assert_eq!(regrets, [Some(4.0), Some(4.0), Some(2.0), Some(2.0)]);
         assert_eq!(run.final_metric(&metric), Some(2.0));
 
+        // Noisy: regret follows the incumbent (best observed) at its true value, even when an
+        // earlier trial was truly better.
+        let mut run = RunResult::new(0, 0, 0);
+        run.optimum = Some(0.0);
+        for (v, t) in [(5.0, 4.0), (3.0, 6.0), (4.0, 1.0), (2.5, 3.0)] {
+            push_trial(&mut run, &metric, finished(Some(v), Some(t)));
+        }
+        let regrets: Vec<_> = run.trials.iter().map(|t| t.regret).collect();
+        assert_eq!(regrets, [Some(4.0), Some(6.0), Some(6.0), Some(3.0)]);
+
         let metric = Metric::Best { direction: Direction::Maximize };
         let mut run = RunResult::new(0, 0, 0);
         for v in [None, Some(0.3), Some(0.7), Some(0.5)] {
-            push_trial(&mut run, &metric, 0, Default::default(), v, None);
+            push_trial(&mut run, &metric, finished(v, None));
         }
         assert_eq!(run.curve(&metric), [None, Some(0.3), Some(0.7), Some(0.7)]);
         assert!(run.trials.iter().all(|t| t.regret.is_none()));

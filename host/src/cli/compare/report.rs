@@ -67,7 +67,7 @@ pub fn auc_definition(metric: &Metric) -> String {
 
 fn final_definition(metric: &Metric) -> &'static str {
     if metric.is_regret() {
-        "simple regret of the final best value: min over all trials of f(x) minus the function's known minimum"
+        "simple regret of the final best trial: f(x) of the trial with the best observed value minus the function's known minimum (f without its noise, on a noisy function)"
     } else {
         "best objective value over all trials of the study"
     }
@@ -246,8 +246,18 @@ fn markdown(c: &Comparison, rows: &[StrategySummary]) -> String {
         c.elapsed_s,
         c.jobs
     );
-    if let Metric::Regret { optimum } = c.metric {
-        let _ = writeln!(md, "Known optimum: {optimum}.\n");
+    match c.metric {
+        Metric::Regret { optimum: Some(optimum) } => {
+            let _ = writeln!(md, "Known optimum: {optimum}.\n");
+        }
+        Metric::Regret { optimum: None } => {
+            let _ = writeln!(
+                md,
+                "A family of instances: repeat r runs instance {} + r (its seed), the same for every strategy; regret is against each instance's own optimum.\n",
+                c.seed
+            );
+        }
+        Metric::Best { .. } => {}
     }
     if c.interrupted {
         let _ = writeln!(md, "**Interrupted**: only the runs that finished are included.\n");
@@ -363,7 +373,7 @@ fn trials_json(c: &Comparison) -> serde_json::Value {
             run.trials.iter().map(move |t| {
                 serde_json::json!({
                     "strategy": strategy, "repeat": run.repeat, "seed": run.seed, "trial": t.trial, "id": t.id,
-                    "params": t.params, "value": t.value, "best": t.best, "regret": t.regret,
+                    "params": t.params, "value": t.value, "true_value": t.true_value, "best": t.best, "regret": t.regret,
                     "suggest_ms": t.suggest_s.map(|s| s * 1e3), "run_failed": run.error.is_some(),
                 })
             })
@@ -379,6 +389,7 @@ pub fn summary_json(c: &Comparison, rows: &[StrategySummary]) -> serde_json::Val
         .map(|r| {
             serde_json::json!({
                 "strategy": c.strategies[r.strategy].name, "repeat": r.repeat, "seed": r.seed,
+                "problem": r.problem, "optimum": r.optimum,
                 "trials": r.trials.len(), "final": r.final_metric(&c.metric),
                 "suggestions": r.suggestions, "suggest_s": r.suggest_s, "observe_calls": r.observe_calls,
                 "observe_s": r.observe_s, "elapsed_s": r.elapsed_s, "error": r.error, "contained_faults": r.warnings,
@@ -427,18 +438,20 @@ pub fn write_all(c: &Comparison, rows: &[StrategySummary], dir: &Path) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::compare::{RunResult, StrategyEntry, push_trial};
+    use crate::cli::compare::{Finished, RunResult, StrategyEntry, push_trial};
 
     fn comparison(values: &[&[f64]]) -> Comparison {
         // values[s]: final value of strategy s per repeat (a one-trial run each); NaN = failed.
-        let metric = Metric::Regret { optimum: 0.0 };
+        let metric = Metric::Regret { optimum: Some(0.0) };
         let mut runs = Vec::new();
         for (s, vals) in values.iter().enumerate() {
             for (r, v) in vals.iter().enumerate() {
                 let mut run = RunResult::new(s, r as u32, r as u64);
+                run.optimum = Some(0.0);
                 let mut params = serde_json::Map::new();
                 params.insert("x".into(), serde_json::json!(0.5));
-                push_trial(&mut run, &metric, 1, params, Some(*v), Some(0.002));
+                let t = Finished { id: 1, params, value: Some(*v), true_value: None, suggest_s: Some(0.002) };
+                push_trial(&mut run, &metric, t);
                 run.suggestions = 1;
                 run.suggest_s = 0.002;
                 if v.is_nan() {
