@@ -352,6 +352,68 @@ impl Gp {
         out
     }
 
+    /// The `keep` best points by an acquisition `acq(μ, σ²)` that grows with the variance, each
+    /// with its value, exactly as scoring every point with [`Gp::predict`] and keeping those
+    /// at or above the `keep`-th best value would give them (same values, bits included), but
+    /// without finishing the variance of a point that cannot get there. The forward solve
+    /// L z = k yields z one entry at a time, and σ² = σ_f² − ‖z‖² only falls as entries come in,
+    /// so once `acq(μ, σ_f² − Σ z_i²)` is below the `keep`-th best value seen so far the point
+    /// is out. Points are taken in the order of their prior bound `acq(μ, σ_f²)`, so the
+    /// threshold is high early and most points far from good data never start their solve.
+    /// Returns `(index, value)` pairs in index order; points whose value is not finite are left out.
+    pub fn best_by(&self, xs: &[Vec<f64>], keep: usize, acq: impl Fn(f64, f64) -> f64) -> Vec<(usize, f64)> {
+        let n = self.n();
+        let floor = 1e-12 * self.sf2;
+        let kernel = |x: &[f64]| -> Vec<f64> {
+            (0..n)
+                .map(|i| self.sf2 * matern(sqdist(x, &self.x[i * self.d..(i + 1) * self.d], &self.w, &self.cat).sqrt()))
+                .collect()
+        };
+        let mus: Vec<f64> = xs.iter().map(|x| dot(&kernel(x), &self.alpha)).collect();
+        // A bound a little above the exact variance, whatever the rounding of the running sum.
+        let bound = |ss: f64| (self.sf2 - ss * (1.0 - 1e-9)).max(floor) * (1.0 + 1e-9);
+        let mut order: Vec<usize> = (0..xs.len()).collect();
+        let prior: Vec<f64> = mus.iter().map(|&mu| acq(mu, bound(0.0))).collect();
+        order.sort_by(|&a, &b| prior[b].total_cmp(&prior[a]).then(a.cmp(&b)));
+        // The `keep` best exact values so far, ascending (top[0] is the threshold once full).
+        let mut top: Vec<f64> = Vec::with_capacity(keep + 1);
+        let mut out = Vec::new();
+        for &c in &order {
+            let threshold = if keep > 0 && top.len() >= keep { top[0] } else { f64::NEG_INFINITY };
+            if prior[c] < threshold {
+                break; // every later point's bound is lower still
+            }
+            let mut z = kernel(&xs[c]);
+            let mut ss = 0.0;
+            let mut out_of_reach = false;
+            for i in 0..n {
+                let row = self.chol.row(i);
+                let v = (z[i] - dot(&row[..i], &z[..i])) / row[i];
+                z[i] = v;
+                ss += v * v;
+                if i % 32 == 31 && acq(mus[c], bound(ss)) < threshold {
+                    out_of_reach = true;
+                    break;
+                }
+            }
+            if out_of_reach {
+                continue;
+            }
+            let value = acq(mus[c], (self.sf2 - dot(&z, &z)).max(floor));
+            if !value.is_finite() {
+                continue;
+            }
+            out.push((c, value));
+            let at = top.partition_point(|&t| t < value);
+            top.insert(at, value);
+            if keep > 0 && top.len() > keep {
+                top.remove(0);
+            }
+        }
+        out.sort_by_key(|&(c, _)| c);
+        out
+    }
+
     /// Like [`Gp::predict`], with the gradients of mean and variance wrt `x` (zero on
     /// categorical coordinates).
     pub fn predict_grad(&self, x: &[f64], dmu: &mut [f64], dvar: &mut [f64]) -> (f64, f64) {
@@ -516,6 +578,47 @@ mod tests {
             assert_eq!((mu.to_bits(), var.to_bits()), (m1.to_bits(), v1.to_bits()));
         }
         assert!(gp.predict_many(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_best_by_an_acquisition_are_those_scoring_every_point_would_keep() {
+        let (n, d) = (120, 3);
+        let (x, y, cat) = toy(n, d);
+        let gp = Gp::with_standardization(&x, d, &y, &cat, Hyper::default_for(d), 0.0, 1.0).unwrap();
+        let mut rng = Rng::new(4);
+        let points: Vec<Vec<f64>> = (0..300).map(|_| vec![rng.f64(), rng.f64(), [0.25, 0.75][rng.below(2)]]).collect();
+        for kappa in [0.0, 0.7, 3.0] {
+            let acq = |mu: f64, var: f64| -mu + kappa * var.sqrt();
+            let all: Vec<f64> = points
+                .iter()
+                .map(|p| {
+                    let (m, v) = gp.predict(p);
+                    acq(m, v)
+                })
+                .collect();
+            let mut sorted = all.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            for keep in [1, 10, 64, 300] {
+                let kept = gp.best_by(&points, keep, acq);
+                let threshold = sorted[keep - 1];
+                // Every point at or above the keep-th best value, with its exact value; the rest
+                // only if kept before the threshold rose (never below it in a way that matters).
+                for (c, v) in &all.iter().enumerate().filter(|(_, v)| **v >= threshold).collect::<Vec<_>>() {
+                    let got = kept
+                        .iter()
+                        .find(|(k, _)| k == c)
+                        .unwrap_or_else(|| panic!("κ {kappa}, keep {keep}: point {c} ({v}) was dropped"));
+                    assert_eq!(got.1.to_bits(), v.to_bits());
+                }
+                for (c, v) in &kept {
+                    assert_eq!(v.to_bits(), all[*c].to_bits());
+                }
+                assert!(kept.windows(2).all(|w| w[0].0 < w[1].0));
+                if keep == 10 && kappa == 0.7 {
+                    assert!(kept.len() < 150, "pruning pruned: {} of 300 finished", kept.len());
+                }
+            }
+        }
     }
 
     #[test]

@@ -498,26 +498,40 @@ impl GpCore {
                 cands.push(self.space.snap(&x));
             }
         }
-        let predictions = model.predict_many(&cands);
-        let mut scored: Vec<(f64, Vec<f64>)> = cands
-            .into_iter()
-            .zip(predictions)
-            .map(|(x, (mu, var))| (self.acq_value(model, mu, var, kappa, best), x))
-            .filter(|(a, _)| a.is_finite())
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        // Local: projected L-BFGS on numeric coordinates from the best few distinct candidates.
+        // Only the best of the candidates matter (the list is cut to KEEP below, the L-BFGS starts
+        // come from its head), and only they are scored in full.
+        const KEEP: usize = 64;
         let n_starts = if n > 400 { 2 } else { 4 };
-        let max_iter = if n > 400 { 15 } else { 30 };
-        let mut starts: Vec<Vec<f64>> = Vec::new();
-        for (_, x) in &scored {
-            if starts.len() >= n_starts {
-                break;
+        let distinct = |list: &[(f64, Vec<f64>)]| {
+            let mut starts: Vec<Vec<f64>> = Vec::new();
+            for (_, x) in list {
+                if starts.len() >= n_starts {
+                    break;
+                }
+                if !starts.iter().any(|s| s.iter().zip(x).map(|(a, b)| (a - b).abs()).sum::<f64>() < 1e-3) {
+                    starts.push(x.clone());
+                }
             }
-            if !starts.iter().any(|s| s.iter().zip(x).map(|(a, b)| (a - b).abs()).sum::<f64>() < 1e-3) {
-                starts.push(x.clone());
-            }
+            starts
+        };
+        let ranked = |keep: usize| -> Vec<(f64, Vec<f64>)> {
+            let mut scored: Vec<(f64, Vec<f64>)> = model
+                .best_by(&cands, keep, |mu, var| self.acq_value(model, mu, var, kappa, best))
+                .into_iter()
+                .map(|(c, a)| (a, cands[c].clone()))
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            scored
+        };
+        let mut scored = ranked(KEEP);
+        let mut starts = distinct(&scored);
+        if starts.len() < n_starts && scored.len() < cands.len() {
+            // The head of the list holds too few distinct points: score everything, as before.
+            scored = ranked(cands.len());
+            starts = distinct(&scored);
         }
+        // Local: projected L-BFGS on numeric coordinates from the best few distinct candidates.
+        let max_iter = if n > 400 { 15 } else { 30 };
         let has_numeric = self.cat.iter().any(|c| !c);
         let mut improved = Vec::new();
         if has_numeric {
