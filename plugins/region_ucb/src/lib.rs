@@ -11,10 +11,11 @@
 //! 3. **Exploration factor** `e = max(0.2, 0.7 − 0.05 · ⌊t / 10⌋)` (t: trials after the initial
 //!    design), `+0.2` (up to 1) while the search has plateaued (no improvement of the best value
 //!    in the last `patience` = 15 trials).
-//! 4. **Proposal**: with probability `gp_weight` (default 0.3) the global GP-UCB proposal of
-//!    gp_ucb; otherwise the best of `candidates` (default 256) uniform points in the region with
-//!    the highest bound, scored by the GP's lower confidence bound `μ − 2e·σ` (the GP guides the
-//!    search inside the region). Pending trials enter the GP as kriging-believer fantasies and
+//! 4. **Proposal**: with probability `gp_weight` (default 0.6, chosen on the BBOB suite's tuning
+//!    instances; it was 0.3, docs/benchmarks.md) the global GP-UCB proposal of gp_ucb; otherwise
+//!    the best of `candidates` (default 256) uniform points in the region with the highest bound,
+//!    scored by the GP's lower confidence bound `μ − 2e·σ` (the GP guides the search inside the
+//!    region). Pending trials enter the GP as kriging-believer fantasies and
 //!    are never proposed again.
 //!
 //! 5. **LLM branch** (the prototype's, off unless `llm = true`): while the exploration factor is
@@ -24,7 +25,7 @@
 //!    8 per call). Any failure — an LLM error, a cap, an invalid answer, repeats — falls back to
 //!    steps 4's proposal for that trial, with a logged reason.
 //!
-//! Options: `n_init` (10), `gp_weight` (0.3), `radius` (0.2), `max_regions` (10),
+//! Options: `n_init` (10), `gp_weight` (0.6), `radius` (0.2), `max_regions` (10),
 //! `percentile` (70), `patience` (15), `candidates` (256), gp_ucb's options (prefixed
 //! `gp_`: `gp_acquisition`, `gp_beta_scale`), and the LLM branch's: `llm` (false), `llm_model`
 //! (none: the study's model), `llm_temperature` (0.7), `llm_max_tokens` (none).
@@ -291,7 +292,7 @@ impl Strategy for RegionUcb {
             core,
             rng: Rng::derive(study.seed, 0x4e6),
             n_init: o.usize("n_init", 10)?,
-            gp_weight: o.f64("gp_weight", 0.3)?.clamp(0.0, 1.0),
+            gp_weight: o.f64("gp_weight", 0.6)?.clamp(0.0, 1.0),
             radius: o.f64("radius", 0.2)?.clamp(1e-3, 1.0),
             max_regions: o.usize("max_regions", 10)?.max(1),
             percentile,
