@@ -292,7 +292,7 @@ def rank_curves(runs, names, points=50):
 
 
 def svg(curves, names, count, path):
-    w, h, l, r, t, b = 760, 420, 60, 190, 30, 50
+    w, h, l, r, t, b = 820, 420, 60, 240, 30, 50
     ymax = len(names)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
               "#bcbd22", "#17becf", "#393b79", "#637939"]
