@@ -288,9 +288,7 @@ impl Gp {
     /// failure the whole factorization is rebuilt with jitter; returns false if that fails too.
     pub fn add(&mut self, x: &[f64], y_raw: f64) -> bool {
         let n = self.n();
-        let k: Vec<f64> = (0..n)
-            .map(|i| self.sf2 * matern(sqdist(x, &self.x[i * self.d..(i + 1) * self.d], &self.w, &self.cat).sqrt()))
-            .collect();
+        let k = self.cross_cov(x);
         self.x.extend_from_slice(x);
         self.y.push((y_raw - self.y_mean) / self.y_std);
         if !self.chol.append(&k, self.sf2 + self.noise) {
@@ -312,13 +310,16 @@ impl Gp {
         true
     }
 
+    /// The prior covariances k(x, x_i) with every training point.
+    fn cross_cov(&self, x: &[f64]) -> Vec<f64> {
+        (0..self.n())
+            .map(|i| self.sf2 * matern(sqdist(x, &self.x[i * self.d..(i + 1) * self.d], &self.w, &self.cat).sqrt()))
+            .collect()
+    }
+
     /// Posterior mean and latent variance at `x`, in standardized units.
     pub fn predict(&self, x: &[f64]) -> (f64, f64) {
-        let n = self.n();
-        let mut k = vec![0.0; n];
-        for (i, ki) in k.iter_mut().enumerate() {
-            *ki = self.sf2 * matern(sqdist(x, &self.x[i * self.d..(i + 1) * self.d], &self.w, &self.cat).sqrt());
-        }
+        let mut k = self.cross_cov(x);
         let mu = dot(&k, &self.alpha);
         self.chol.solve_lower(&mut k);
         let var = (self.sf2 - dot(&k, &k)).max(1e-12 * self.sf2);
@@ -329,18 +330,13 @@ impl Gp {
     /// blocks (each row of the factor read once per block, not once per point).
     pub fn predict_many(&self, xs: &[Vec<f64>]) -> Vec<(f64, f64)> {
         const BLOCK: usize = 16;
-        let n = self.n();
         let mut out = Vec::with_capacity(xs.len());
         let mut ks: Vec<Vec<f64>> = Vec::with_capacity(BLOCK);
         for chunk in xs.chunks(BLOCK) {
             ks.clear();
             let mut mus = Vec::with_capacity(chunk.len());
             for x in chunk {
-                let k: Vec<f64> = (0..n)
-                    .map(|i| {
-                        self.sf2 * matern(sqdist(x, &self.x[i * self.d..(i + 1) * self.d], &self.w, &self.cat).sqrt())
-                    })
-                    .collect();
+                let k = self.cross_cov(x);
                 mus.push(dot(&k, &self.alpha));
                 ks.push(k);
             }
@@ -364,12 +360,9 @@ impl Gp {
     pub fn best_by(&self, xs: &[Vec<f64>], keep: usize, acq: impl Fn(f64, f64) -> f64) -> Vec<(usize, f64)> {
         let n = self.n();
         let floor = 1e-12 * self.sf2;
-        let kernel = |x: &[f64]| -> Vec<f64> {
-            (0..n)
-                .map(|i| self.sf2 * matern(sqdist(x, &self.x[i * self.d..(i + 1) * self.d], &self.w, &self.cat).sqrt()))
-                .collect()
-        };
-        let mus: Vec<f64> = xs.iter().map(|x| dot(&kernel(x), &self.alpha)).collect();
+        // Each point's covariances, computed once: the mean now, the solve (in place) later.
+        let mut ks: Vec<Vec<f64>> = xs.iter().map(|x| self.cross_cov(x)).collect();
+        let mus: Vec<f64> = ks.iter().map(|k| dot(k, &self.alpha)).collect();
         // A bound a little above the exact variance, whatever the rounding of the running sum.
         let bound = |ss: f64| (self.sf2 - ss * (1.0 - 1e-9)).max(floor) * (1.0 + 1e-9);
         let mut order: Vec<usize> = (0..xs.len()).collect();
@@ -383,7 +376,7 @@ impl Gp {
             if prior[c] < threshold {
                 break; // every later point's bound is lower still
             }
-            let mut z = kernel(&xs[c]);
+            let z = &mut ks[c];
             let mut ss = 0.0;
             let mut out_of_reach = false;
             for i in 0..n {
@@ -399,7 +392,7 @@ impl Gp {
             if out_of_reach {
                 continue;
             }
-            let value = acq(mus[c], (self.sf2 - dot(&z, &z)).max(floor));
+            let value = acq(mus[c], (self.sf2 - dot(z, z)).max(floor));
             if !value.is_finite() {
                 continue;
             }
