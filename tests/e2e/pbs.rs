@@ -74,8 +74,7 @@ impl Rig {
         let remote = dir.path().join("remote");
         std::fs::create_dir_all(&emu_home).unwrap();
         std::fs::create_dir_all(&remote).unwrap();
-        // 2 CPUs per emulated node: the emulator's jobs see NCPUS=2, as fits this machine.
-        std::fs::write(emu_home.join("config.json"), r#"{"node_ncpus": 2}"#).unwrap();
+        std::fs::write(emu_home.join("config.json"), alcf_tests::account::emulator_config(dir.path())).unwrap();
         std::fs::copy(repo().join("tests/pbs/trial.py"), dir.path().join("trial.py")).unwrap();
         Rig { dir, emu_home, remote, host }
     }

@@ -97,15 +97,19 @@ fn ssh_environment_reaches_commands() {
     let emu = tmp.path().join("pbs");
     let sshd = Sshd::start_or_panic(SshdOptions::new().pbs_emulator(&emu).env("ALCF_TEST_WORDS", "two words"));
     sshd.open_master().unwrap();
-    let out = sshd.run("echo \"$PBS_EMU_HOME\"; echo \"$ALCF_TEST_WORDS\"; command -v qsub; echo \"$PATH\"");
+    let out =
+        sshd.run("echo \"$PBS_EMU_HOME\"; echo \"$ALCF_TEST_WORDS\"; command -v qsub; echo \"$PATH\"; echo \"$HOME\"");
     let text = ok(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], emu.display().to_string());
     assert_eq!(lines[1], "two words");
     assert_eq!(lines[2], pbs_emulator_dir().join("qsub").display().to_string());
-    // The user's ~/.bashrc may prepend to PATH (Debian's bash reads it for ssh commands), but
-    // the emulator's directory is there.
-    assert!(lines[3].split(':').any(|d| Path::new(d) == pbs_emulator_dir()), "PATH: {}", lines[3]);
+    // The session's ~/.bashrc (Debian's bash reads it for ssh commands) is the fixture's: it
+    // puts the tests' Python first, and the emulator's directory is there too.
+    let path: Vec<&Path> = lines[3].split(':').map(Path::new).collect();
+    assert_eq!(path.first(), Some(&alcf_tests::account::python_dir()), "PATH: {}", lines[3]);
+    assert!(path.contains(&pbs_emulator_dir().as_path()), "PATH: {}", lines[3]);
+    assert_eq!(Path::new(lines[4]), sshd.home(), "the machine's own dotfiles must stay out");
 }
 
 #[test]
@@ -175,7 +179,7 @@ fn ssh_pbs_emulator_runs_a_job_behind_sshd() {
     let tmp = tempfile::tempdir().unwrap();
     let emu = tmp.path().join("pbs");
     std::fs::create_dir(&emu).unwrap();
-    std::fs::write(emu.join("config.json"), r#"{"node_ncpus": 2}"#).unwrap();
+    std::fs::write(emu.join("config.json"), alcf_tests::account::emulator_config(tmp.path())).unwrap();
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let sshd = Sshd::start_or_panic(SshdOptions::new().pbs_emulator(&emu));

@@ -25,7 +25,9 @@
 //! - With `UsePAM no`, a root sshd refuses an account whose shadow password starts with `!`
 //!   ("account is locked", as `useradd` leaves new users); the fixture then uses `UsePAM yes`.
 //! - Commands run under the user's shell, and Debian's bash reads `~/.bashrc` for ssh commands:
-//!   a `.bashrc` that prepends to `PATH` puts its entries before the ones set here.
+//!   the machine's own `.bashrc` (pyenv, conda) would run in every session. Sessions get a home
+//!   of their own instead (`SetEnv HOME=`, [`crate::account::remote_home`]); sshd still starts
+//!   them in the password database's home directory.
 //! - A master killed by SIGKILL leaves its socket file behind (`Connection refused`), and a new
 //!   `ssh -M` on that path silently runs without multiplexing: `open_master` removes a stale one.
 //! - `ssh -S ctl host cmd` falls back to a fresh connection when the master is gone; on Aurora
@@ -164,6 +166,7 @@ impl Sshd {
         }
         let dir = temp_dir()?;
         let d = dir.path();
+        let home = crate::account::remote_home(d);
         keygen(&d.join("host_ed25519"))?;
         keygen(&d.join("id_ed25519"))?;
         let public = fs::read_to_string(d.join("id_ed25519.pub")).map_err(|e| e.to_string())?;
@@ -175,7 +178,7 @@ impl Sshd {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            write_private(&d.join("sshd_config"), &sshd_config(d, port, &user, use_pam, &opts)?)?;
+            write_private(&d.join("sshd_config"), &sshd_config(d, port, &user, use_pam, &opts, &home)?)?;
             write_private(&d.join("known_hosts"), &format!("[127.0.0.1]:{port} {}\n", host_key.join(" ")))?;
             write_private(&d.join("ssh_config"), &ssh_config(d, port, &user))?;
             let log = d.join("sshd.log");
@@ -269,6 +272,11 @@ impl Sshd {
     /// How long [`Sshd::start`] took.
     pub fn started_in(&self) -> Duration {
         self.started_in
+    }
+
+    /// The sessions' `$HOME`: the fixture's own, with the profile [`crate::account`] writes.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
     }
 
     /// sshd's log (`LogLevel VERBOSE`).
@@ -566,9 +574,18 @@ fn path_token(p: &Path) -> String {
     quote(&p.display().to_string().replace('%', "%%"))
 }
 
-fn sshd_config(d: &Path, port: u16, user: &str, use_pam: bool, opts: &SshdOptions) -> Result<String, String> {
+fn sshd_config(
+    d: &Path,
+    port: u16,
+    user: &str,
+    use_pam: bool,
+    opts: &SshdOptions,
+    home: &Path,
+) -> Result<String, String> {
     let mut setenv = Vec::new();
-    for (name, value) in &opts.env {
+    let home = ("HOME".to_string(), home.to_str().ok_or("the fixture's directory is not UTF-8")?.to_string());
+    let home = if opts.env.iter().any(|(n, _)| n == "HOME") { None } else { Some(&home) };
+    for (name, value) in home.into_iter().chain(&opts.env) {
         let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name || value.contains(['\n', '\r', '\0']) {
