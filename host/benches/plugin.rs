@@ -194,6 +194,7 @@ fn branin_round_trips(
             status: ObservedStatus::Completed,
             value: Some(value),
             metrics: vec![],
+            curve: Vec::new(),
         };
         rt.block_on(s.observe(&[obs])).expect("observe");
         t.elapsed().as_secs_f64()
@@ -307,6 +308,7 @@ fn gp_sandbox(rt: &tokio::runtime::Runtime, runtime: &PluginRuntime, path: &Path
             status: ObservedStatus::Completed,
             value: Some(f.eval_f64(&x)),
             metrics: vec![],
+            curve: Vec::new(),
         })
         .collect();
     // Instantiate and init outside the timings, then feed the history.
@@ -328,6 +330,7 @@ fn gp_sandbox(rt: &tokio::runtime::Runtime, runtime: &PluginRuntime, path: &Path
             status: ObservedStatus::Completed,
             value: Some(f.eval_f64(&x)),
             metrics: vec![],
+            curve: Vec::new(),
         };
         let t1 = Instant::now();
         rt.block_on(s.observe(&[o])).expect("observe");
@@ -357,6 +360,7 @@ fn gp_native(n: usize) -> GpTiming {
             status: sdk::Status::Completed,
             value: Some(f.eval_f64(&x)),
             metrics: vec![],
+            curve: vec![],
         })
         .collect();
     s.observe(&outcomes).expect("observe history");
@@ -375,6 +379,7 @@ fn gp_native(n: usize) -> GpTiming {
             status: sdk::Status::Completed,
             value: Some(f.eval_f64(&x)),
             metrics: vec![],
+            curve: vec![],
         }])
         .expect("observe");
         t.observe.push(t1.elapsed().as_secs_f64());

@@ -66,9 +66,18 @@ struct FileConfig {
     #[serde(default)]
     study: FileStudy,
     strategy: Option<FileStrategy>,
+    pruner: Option<Spanned<FilePruner>>,
     executor: Option<Spanned<FileExecutor>>,
     space: Option<toml::Table>,
     llm: Option<Spanned<FileLlm>>,
+}
+
+/// `[pruner]`: a second plugin that judges running trials while `[strategy]` proposes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePruner {
+    plugin: String,
+    options: Option<toml::Table>,
 }
 
 /// `[llm]`: the chat-completions service behind the `llm` capability, and its caps.
@@ -120,8 +129,11 @@ enum FileExecutor {
     Bench {
         function: String,
         dim: Option<usize>,
-        /// Simulated trial duration in seconds, for testing parallelism and resume.
+        /// Simulated trial duration in seconds, for testing parallelism and resume (per epoch
+        /// with `epochs`).
         delay_s: Option<f64>,
+        /// Simulated learning curves: each trial reports this many epochs.
+        epochs: Option<u32>,
     },
     Local {
         command: Vec<String>,
@@ -302,9 +314,18 @@ impl Default for StrategyConfig {
     }
 }
 
+/// `[pruner]`: the plugin that decides which running trials stop early (its `judge`), beside the
+/// strategy that proposes them. It runs under `[strategy]`'s limits, with the `log` grant only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrunerConfig {
+    pub plugin: PathBuf,
+    /// Plugin options as a JSON object.
+    pub options: serde_json::Value,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecutorConfig {
-    Bench { function: String, dim: Option<usize>, delay: Option<Duration> },
+    Bench { function: String, dim: Option<usize>, delay: Option<Duration>, epochs: Option<u32> },
     Local(LocalConfig),
     Pbs(Box<PbsExecutorConfig>),
     Globus(Box<GlobusExecutorConfig>),
@@ -442,6 +463,8 @@ pub struct Config {
     pub root: Option<PathBuf>,
     pub space: Option<SearchSpace>,
     pub strategy: StrategyConfig,
+    /// `[pruner]`: present only when the config has the section.
+    pub pruner: Option<PrunerConfig>,
     pub executor: Option<ExecutorConfig>,
     /// `[llm]`: present only when the config has the section.
     pub llm: Option<LlmConfig>,
@@ -478,6 +501,7 @@ impl Default for Config {
             root: None,
             space: None,
             strategy: StrategyConfig::default(),
+            pruner: None,
             executor: None,
             llm: None,
             retries: 1,
@@ -852,12 +876,29 @@ impl Config {
             }
             config.strategy = sc;
         }
+        if let Some(p) = file.pruner {
+            let span = p.span();
+            let p = p.into_inner();
+            if p.plugin.trim().is_empty() {
+                return Err(invalid(span, "pruner.plugin", "must name a plugin (e.g. \"plugins/pruner.wasm\")".into()));
+            }
+            let options = match p.options {
+                Some(o) => serde_json::to_value(o)
+                    .map_err(|e| ConfigError::Parse { path: path.into(), message: format!("pruner.options: {e}") })?,
+                None => serde_json::json!({}),
+            };
+            config.pruner = Some(PrunerConfig { plugin: base.join(p.plugin), options });
+        }
 
         if let Some(ex) = file.executor {
             let span = ex.span();
             config.executor = Some(match ex.into_inner() {
-                FileExecutor::Bench { function, dim, delay_s } => {
-                    ExecutorConfig::Bench { function, dim, delay: delay_s.map(|d| Duration::from_secs_f64(d.max(0.0))) }
+                FileExecutor::Bench { function, dim, delay_s, epochs } => {
+                    if epochs == Some(0) {
+                        return Err(invalid(span, "executor.epochs", "must be at least 1".into()));
+                    }
+                    let delay = delay_s.map(|d| Duration::from_secs_f64(d.max(0.0)));
+                    ExecutorConfig::Bench { function, dim, delay, epochs }
                 }
                 FileExecutor::Local { command, timeout_s, env, rerun } => {
                     if command.is_empty() {

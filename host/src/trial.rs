@@ -280,6 +280,7 @@ impl TrialService {
                 status: status_of(finish.state),
                 value: finish.value,
                 metrics: finish.metrics.into_iter().collect(),
+                curve: curve_of(&finish.curve),
             });
         }
         Ok(Recorded { observations, improved })
@@ -299,8 +300,13 @@ impl TrialService {
             status: status_of(row.state),
             value: row.value,
             metrics: row.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            curve: curve_of(&row.curve),
         })
     }
+}
+
+fn curve_of(curve: &[crate::space::Metrics]) -> Vec<Vec<(String, f64)>> {
+    curve.iter().map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).collect()
 }
 
 fn status_of(state: TrialState) -> ObservedStatus {

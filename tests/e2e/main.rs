@@ -12,6 +12,7 @@ mod llm;
 mod newuser;
 mod ops;
 mod pbs;
+mod pruning;
 mod python;
 mod report;
 mod resume;

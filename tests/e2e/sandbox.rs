@@ -338,7 +338,7 @@ fn incompatible_abi_and_non_plugins_are_refused_by_inspect_and_run() {
     let out = alcf(&["plugin", "inspect", guest("future_abi").to_str().unwrap()], &cache);
     let t = text(&out);
     assert!(!out.status.success());
-    assert!(t.contains("alcf:hpo@0.2.0") && t.contains("alcf:hpo@0.1.1"), "both versions named: {t}");
+    assert!(t.contains("alcf:hpo@0.3.0") && t.contains("alcf:hpo@0.2.0"), "both versions named: {t}");
 
     let out = alcf(
         &[
@@ -360,7 +360,7 @@ fn incompatible_abi_and_non_plugins_are_refused_by_inspect_and_run() {
 }
 
 #[test]
-fn a_plugin_built_against_abi_0_1_0_still_links_and_calls_llm() {
+fn a_plugin_built_against_abi_0_1_0_still_runs_adapted_and_calls_llm() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let out = alcf(&["plugin", "inspect", guest("abi_010").to_str().unwrap(), "--json"], &cache);
@@ -393,8 +393,8 @@ fn inspect_describes_a_plugin_and_caches_its_compilation() {
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "random");
-    assert_eq!(v["abi_version"], "0.1.1");
-    assert_eq!(v["exports"], serde_json::json!(["alcf:hpo/strategy@0.1.1"]));
+    assert_eq!(v["abi_version"], "0.2.0");
+    assert_eq!(v["exports"], serde_json::json!(["alcf:hpo/strategy@0.2.0"]));
     assert!(v["imports"].as_array().unwrap().iter().all(|i| {
         let i = i.as_str().unwrap();
         i.starts_with("wasi:") || i.starts_with("alcf:hpo/")
@@ -667,6 +667,7 @@ mod runtime {
                 status: ObservedStatus::Completed,
                 value: Some(value),
                 metrics: vec![("value".into(), value)],
+                curve: Vec::new(),
             };
             block_on(sandboxed.observe(&[host])).unwrap();
             let p: sdk::Params = x
@@ -680,6 +681,7 @@ mod runtime {
                     status: sdk::Status::Completed,
                     value: Some(value),
                     metrics: vec![("value".into(), value)],
+                    curve: Vec::new(),
                 }])
                 .unwrap();
         };

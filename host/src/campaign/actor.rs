@@ -2,7 +2,7 @@
 //! not stop the campaign from recording trials that finish meanwhile or from answering Ctrl-C, and
 //! a guest computing for seconds never holds one of the host's async worker threads. Calls are
 //! served one at a time, in the order they were sent, so the plugin sees exactly the sequence of
-//! `suggest` and `observe` calls that the campaign made. The thread runs a current-thread tokio
+//! `suggest`, `observe` and `judge` calls that the campaign made. The thread runs a current-thread tokio
 //! runtime of its own, for the async host calls (`llm.chat`) a plugin makes.
 
 use std::time::{Duration, Instant};
@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use crate::plugin::strategy::{Observation, PluginError, SandboxedStrategy};
+use crate::plugin::strategy::{Observation, PluginError, Progress, SandboxedStrategy, Verdict};
 use crate::space::{Assignment, Value};
 
 pub(super) enum Request {
     Suggest { count: u32, pending: Vec<(u64, Assignment)> },
     Observe { batch: Vec<Observation> },
+    Judge { reports: Vec<Progress> },
 }
 
 pub(super) enum Reply {
@@ -28,6 +29,12 @@ pub(super) enum Reply {
     Observed {
         count: usize,
         result: Result<(), PluginError>,
+        elapsed: Duration,
+        faults: Vec<Contained>,
+    },
+    Judged {
+        reports: Vec<Progress>,
+        result: Result<Vec<Verdict>, PluginError>,
         elapsed: Duration,
         faults: Vec<Contained>,
     },
@@ -96,6 +103,11 @@ async fn serve(
                     elapsed: start.elapsed(),
                     faults: drain_faults(&mut strategy),
                 }
+            }
+            Request::Judge { reports } => {
+                let start = Instant::now();
+                let result = strategy.judge(&reports).await;
+                Reply::Judged { reports, result, elapsed: start.elapsed(), faults: drain_faults(&mut strategy) }
             }
         };
         if outbox.send(reply).is_err() {

@@ -49,6 +49,7 @@ pub enum Event {
         budget: Option<u32>,
         completed: usize,
         failed: usize,
+        pruned: usize,
         best: Option<f64>,
         replayed: usize,
     },
@@ -71,9 +72,11 @@ pub enum Event {
         value: Option<f64>,
         failure: Option<String>,
     },
-    /// A trial was stopped early by a pruning decision and is recorded as pruned.
+    /// A trial was stopped early by a pruning decision and is recorded as pruned; `value` is
+    /// the objective in the report it was pruned on.
     TrialPruned {
         trial: u64,
+        step: u32,
         value: Option<f64>,
     },
     /// A trial will be run again (its job was lost, or it failed for a system reason).
@@ -96,6 +99,12 @@ pub enum Event {
     /// The strategy answered an `observe` call about `count` finished trials.
     Observed {
         count: usize,
+        elapsed: Duration,
+    },
+    /// The strategy judged `reports` intermediate reports and pruned `pruned` trials.
+    Judged {
+        reports: usize,
+        pruned: usize,
         elapsed: Duration,
     },
     /// The executor cannot take work for now (connection lost, scheduler busy); nothing is lost.
@@ -167,7 +176,7 @@ impl Observer for LogObserver {
                 Some(f) => tracing::warn!(trial, "trial {}: {f}", state.as_str()),
                 None => tracing::debug!(trial, ?value, "trial {}", state.as_str()),
             },
-            Event::TrialPruned { trial, value } => tracing::info!(trial, ?value, "trial pruned"),
+            Event::TrialPruned { trial, step, value } => tracing::info!(trial, step, ?value, "trial pruned"),
             Event::TrialRetried { trial, attempt, reason } => {
                 tracing::warn!(trial, attempt, "re-running trial: {reason}")
             }
@@ -177,6 +186,9 @@ impl Observer for LogObserver {
             }
             Event::Observed { count, elapsed } => {
                 tracing::debug!(count, ms = elapsed.as_secs_f64() * 1e3, "observe")
+            }
+            Event::Judged { reports, pruned, elapsed } => {
+                tracing::debug!(reports, pruned, ms = elapsed.as_secs_f64() * 1e3, "judge")
             }
             Event::ExecutorPaused { reason } => tracing::warn!("executor paused: {reason}"),
             Event::ExecutorResumed => tracing::info!("executor resumed"),

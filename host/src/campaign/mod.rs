@@ -27,7 +27,7 @@ use tracing::Instrument;
 pub use event::{Event, Level, Observer, StopReason};
 
 use crate::executor::{Executor, ExecutorError, Health, JobHandle, MetricsLine, RunReport, TrialSpec};
-use crate::plugin::strategy::{Observation, PluginError, SandboxedStrategy};
+use crate::plugin::strategy::{Observation, PluginError, Progress, SandboxedStrategy, Verdict};
 use crate::study::{Finish, StudyError, TrialRow, TrialState};
 use crate::trial::{Loaded, Tally, TrialService, describe_params};
 use actor::{Reply, Request, StrategyTask};
@@ -125,6 +125,36 @@ pub struct Campaign {
     settings: CampaignSettings,
     observer: Box<dyn Observer>,
     interrupts: Interrupts,
+    /// Running trials' reports are judged: by the pruner when there is one, else by a strategy
+    /// whose `info.prunes` says it judges.
+    prunes: bool,
+    /// `[pruner]`: a second plugin that judges while the strategy proposes.
+    pruner: Option<SandboxedStrategy>,
+}
+
+/// The next answer of the pruner's task; never, without one.
+async fn pruner_reply(task: &mut Option<StrategyTask>) -> Option<Reply> {
+    match task {
+        Some(t) => t.replies.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A pruning decision: the report it was taken on. Stored as a `prune` event before the trial is
+/// stopped, so a crash between the two cannot undo it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Pruning {
+    attempt: u32,
+    step: u32,
+    metrics: crate::space::Metrics,
+}
+
+impl Pruning {
+    /// The trial's record: no objective (it did not finish), the metrics of the report it was
+    /// pruned on, and the curve its executor saw.
+    fn finish(self, curve: Vec<crate::space::Metrics>) -> Finish {
+        Finish { state: TrialState::Pruned, value: None, metrics: self.metrics, curve, failure: None, log_tail: None }
+    }
 }
 
 type Finished = (u64, Result<RunReport, ExecutorError>);
@@ -151,6 +181,15 @@ struct Run {
     submit_failures: u32,
     missing_objective: u32,
     stopping: Option<StopReason>,
+    /// Reports not yet sent to `judge` (one call at a time; reports that arrive meanwhile wait).
+    reports: Vec<Progress>,
+    judging: bool,
+    /// Trials pruned and being stopped, with the decision.
+    pruning: HashMap<u64, Pruning>,
+    /// Trials being recorded as pruned, and the step they were pruned at (for the event).
+    pruned_at: HashMap<u64, u32>,
+    /// Calls for the pruner's task, when there is one.
+    pruner: Option<mpsc::UnboundedSender<Request>>,
 }
 
 impl Run {
@@ -218,7 +257,16 @@ impl Campaign {
             settings,
             observer,
             interrupts,
+            prunes: false,
+            pruner: None,
         }
+    }
+
+    /// Running trials are judged by `pruner` (a plugin whose `info.prunes` is set), not by the
+    /// strategy. It observes every finished trial, as the strategy does.
+    pub fn with_pruner(mut self, pruner: SandboxedStrategy) -> Campaign {
+        self.pruner = Some(pruner);
+        self
     }
 
     fn emit(&mut self, event: Event) {
@@ -249,6 +297,7 @@ impl Campaign {
             budget: self.trials.rules().budget,
             completed: tally.completed,
             failed: tally.failed,
+            pruned: tally.pruned,
             best: tally.best.map(|b| b.1),
             replayed: history.len(),
         });
@@ -256,10 +305,21 @@ impl Campaign {
         let Some(mut strategy) = self.strategy.take() else {
             return Ok(Summary { reason: StopReason::StrategyDone, tally, elapsed: start.elapsed() });
         };
+        let mut pruner = self.pruner.take();
+        // Asked of a fresh instance; a plugin that cannot even describe itself fails on its first
+        // real call, with the reason.
+        self.prunes = pruner.is_some() || strategy.describe().await.is_ok_and(|i| i.prunes);
         if !history.is_empty() {
             strategy.preload(&history);
+            if let Some(p) = &mut pruner {
+                p.preload(&history);
+            }
         }
         let (requests, mut task) = StrategyTask::spawn(strategy);
+        let (pruner_requests, mut pruner_task) = match pruner.map(StrategyTask::spawn) {
+            Some((r, t)) => (Some(r), Some(t)),
+            None => (None, None),
+        };
 
         let (metrics_tx, mut metrics_rx) = mpsc::unbounded_channel::<MetricsLine>();
         let mut health = self.executor.health();
@@ -282,6 +342,11 @@ impl Campaign {
             submit_failures: 0,
             missing_objective: 0,
             stopping: None,
+            reports: Vec::new(),
+            judging: false,
+            pruning: HashMap::new(),
+            pruned_at: HashMap::new(),
+            pruner: pruner_requests,
         };
         let unfinished = std::mem::take(&mut self.unfinished);
         self.reconcile(unfinished, &mut run, &metrics_tx).await?;
@@ -338,8 +403,19 @@ impl Campaign {
                         )));
                     }
                 },
+                reply = pruner_reply(&mut pruner_task) => match reply {
+                    Some(reply) => self.answer(reply, &mut run, &metrics_tx).await?,
+                    None => {
+                        pruner_task = None;
+                        run.pruner = None;
+                        run.stopping.get_or_insert(StopReason::PluginFailed(
+                            "the task running the pruner plugin ended unexpectedly".into(),
+                        ));
+                    }
+                },
                 Some(line) = metrics_rx.recv() => {
                     self.emit(Event::TrialProgress { trial: line.trial, index: line.index });
+                    self.progress(line, &mut run);
                 }
                 changed = health.changed(), if health_alive => {
                     if changed.is_err() {
@@ -401,8 +477,10 @@ impl Campaign {
             self.executor.detach().await;
         }
         // Let the plugin finish observing what was recorded (its faults are reported), unless a
-        // `suggest` is still running: its answer is not needed.
+        // `suggest` is still running: its answer is not needed. The pruner's answers are not.
         run.requests = None;
+        run.pruner = None;
+        drop(pruner_task);
         if run.asked.is_none() {
             while let Some(reply) = task.replies.recv().await {
                 if let Reply::Observed { count, result, elapsed, faults } = reply {
@@ -428,8 +506,29 @@ impl Campaign {
     ) -> Result<(), CampaignError> {
         let outlive = self.executor.jobs_outlive_host();
         let mut unrecorded = Vec::new();
+        let decided = if rows.is_empty() { HashMap::new() } else { self.prune_decisions()? };
         for row in rows {
             let spec = self.trials.spec_of(&row)?;
+            if let Some(decision) = decided.get(&row.id).filter(|d| d.attempt == row.attempt).cloned() {
+                // Pruned by an earlier host that stopped before the trial ended: the decision
+                // stands. A job that is still there is stopped, and its curve kept.
+                if let (TrialState::Running, Some(id), true) = (row.state, &row.job_id, outlive) {
+                    let handle =
+                        row.job_handle.as_deref().map_or_else(|| JobHandle::new(id.clone()), JobHandle::from_stored);
+                    self.watch(spec, handle.clone(), run, metrics);
+                    run.pruning.insert(row.id, decision);
+                    if let Err(e) = self.executor.cancel(vec![handle]).await {
+                        self.notice(
+                            Level::Warn,
+                            format!("trial {} stays pruned; its job could not be stopped yet: {e}", row.id),
+                        );
+                    }
+                } else {
+                    run.pruned_at.insert(row.id, decision.step);
+                    self.finish(vec![(spec, decision.finish(Vec::new()))], run)?;
+                }
+                continue;
+            }
             match (row.state, &row.job_handle, &row.job_id, outlive) {
                 (TrialState::Running, handle, Some(id), true) => {
                     let handle = handle.as_deref().map_or_else(|| JobHandle::new(id.clone()), JobHandle::from_stored);
@@ -477,6 +576,19 @@ impl Campaign {
             }
         }
         Ok(())
+    }
+
+    /// The `prune` events of the study: each trial's latest decision.
+    fn prune_decisions(&self) -> Result<HashMap<u64, Pruning>, CampaignError> {
+        let mut decided = HashMap::new();
+        for e in self.trials.db().events()? {
+            if e.kind == "prune"
+                && let (Some(trial), Ok(d)) = (e.trial, serde_json::from_str::<Pruning>(&e.message))
+            {
+                decided.insert(trial, d);
+            }
+        }
+        Ok(decided)
     }
 
     /// Starts work for free slots: the backlog first, then enqueued trials, then one `suggest`.
@@ -555,6 +667,29 @@ impl Campaign {
             Reply::Observed { count, result, elapsed, faults } => {
                 self.emit(Event::Observed { count, elapsed });
                 self.observed(result, faults, run);
+                Ok(())
+            }
+            Reply::Judged { reports, result, elapsed, faults } => {
+                run.judging = false;
+                self.faults(faults);
+                match result {
+                    Ok(verdicts) => {
+                        let count = reports.len();
+                        let mut pruned = 0;
+                        for (report, verdict) in reports.into_iter().zip(verdicts) {
+                            if verdict == Verdict::Prune && self.prune(report, run).await? {
+                                pruned += 1;
+                            }
+                        }
+                        self.emit(Event::Judged { reports: count, pruned, elapsed });
+                    }
+                    // Nothing is pruned on a failed call; the trials run on.
+                    Err(e @ PluginError::GaveUp { .. }) => {
+                        run.stopping.get_or_insert(StopReason::PluginFailed(e.to_string()));
+                    }
+                    Err(e) => self.notice(Level::Error, e.to_string()),
+                }
+                self.send_reports(run);
                 Ok(())
             }
             Reply::Suggested { asked, result, elapsed, faults } => {
@@ -809,6 +944,60 @@ impl Campaign {
         run.running.insert(id, (spec, handle));
     }
 
+    /// A running trial's report, for a strategy that judges.
+    fn progress(&mut self, line: MetricsLine, run: &mut Run) {
+        if !self.prunes || run.pruning.contains_key(&line.trial) {
+            return;
+        }
+        let Some((spec, _)) = run.running.get(&line.trial) else { return };
+        run.reports.push(Progress {
+            trial: line.trial,
+            params: spec.params.clone(),
+            step: u32::try_from(line.index).unwrap_or(u32::MAX),
+            metrics: line.metrics.into_iter().collect(),
+        });
+        self.send_reports(run);
+    }
+
+    /// One `judge` call at a time, with every report that waits.
+    fn send_reports(&mut self, run: &mut Run) {
+        if run.judging || run.reports.is_empty() {
+            return;
+        }
+        // Reports of trials that ended (or were pruned) while they waited need no verdict.
+        run.reports.retain(|r| run.running.contains_key(&r.trial) && !run.pruning.contains_key(&r.trial));
+        if run.reports.is_empty() {
+            return;
+        }
+        let reports = std::mem::take(&mut run.reports);
+        if let Some(requests) = run.pruner.as_ref().or(run.requests.as_ref())
+            && requests.send(Request::Judge { reports }).is_ok()
+        {
+            run.judging = true;
+        }
+    }
+
+    /// Records the decision, then stops the trial; it is finished as `pruned` when its job ends.
+    async fn prune(&mut self, report: Progress, run: &mut Run) -> Result<bool, CampaignError> {
+        let Some((spec, handle)) = run.running.get(&report.trial).cloned() else { return Ok(false) };
+        if run.pruning.contains_key(&spec.id) {
+            return Ok(false);
+        }
+        let decision =
+            Pruning { attempt: spec.attempt, step: report.step, metrics: report.metrics.into_iter().collect() };
+        let text = serde_json::to_string(&decision).unwrap_or_default();
+        self.trials.db().event("prune", Some(spec.id), &text)?;
+        run.pruning.insert(spec.id, decision);
+        if let Err(e) = self.executor.cancel(vec![handle.clone()]).await {
+            // The decision stands: the trial is recorded pruned whenever its job ends.
+            self.notice(
+                Level::Warn,
+                format!("trial {} was pruned but job {} could not be stopped yet: {e}", spec.id, handle.id),
+            );
+        }
+        Ok(true)
+    }
+
     /// Judges finished runs, records them in one transaction, and tells the strategy.
     fn record(
         &mut self,
@@ -827,6 +1016,12 @@ impl Campaign {
             let Some((spec, _handle)) = run.running.remove(&id) else { continue };
             run.free_slot(id);
             run.exhausted = false;
+            if let Some(decision) = run.pruning.remove(&id) {
+                let curve = result.map(|r| r.curve).unwrap_or_default();
+                run.pruned_at.insert(id, decision.step);
+                finished.push((spec, decision.finish(curve)));
+                continue;
+            }
             let finish = match result {
                 Ok(report) => {
                     let judged = self.trials.judge(&spec, report);
@@ -880,13 +1075,14 @@ impl Campaign {
         if finished.is_empty() {
             return Ok(());
         }
+        let objective = &self.trials.rules().objective;
         let events: Vec<Event> = finished
             .iter()
-            .map(|(s, f)| Event::TrialFinished {
-                trial: s.id,
-                state: f.state,
-                value: f.value,
-                failure: f.failure.clone(),
+            .map(|(s, f)| match run.pruned_at.remove(&s.id) {
+                Some(step) => Event::TrialPruned { trial: s.id, step, value: f.metrics.get(objective).copied() },
+                None => {
+                    Event::TrialFinished { trial: s.id, state: f.state, value: f.value, failure: f.failure.clone() }
+                }
             })
             .collect();
         let crate::trial::Recorded { observations, improved } = self.trials.finish(finished)?;
@@ -897,6 +1093,9 @@ impl Campaign {
             self.emit(Event::BestImproved { trial, value });
         }
         // Sent now, served after any `suggest` in progress: the plugin sees calls in order.
+        if let Some(pruner) = &run.pruner {
+            let _ = pruner.send(Request::Observe { batch: observations.clone() });
+        }
         if let Some(requests) = &run.requests {
             let _ = requests.send(Request::Observe { batch: observations });
         }

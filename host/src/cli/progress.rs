@@ -18,6 +18,7 @@ pub struct Progress {
     visible: bool,
     objective: String,
     completed: usize,
+    pruned: usize,
     failed: usize,
     running: usize,
     best: Option<f64>,
@@ -42,6 +43,7 @@ impl Progress {
             visible,
             objective: objective.to_string(),
             completed: 0,
+            pruned: 0,
             failed: 0,
             running: 0,
             best: None,
@@ -76,17 +78,18 @@ impl Progress {
         if !self.visible {
             return;
         }
-        self.bar.set_position((self.completed + self.failed) as u64);
+        self.bar.set_position((self.completed + self.failed + self.pruned) as u64);
         let best = self.best.map_or("-".to_string(), alcf_host::space::Assignment::format_float);
         let eta = match (self.budget, self.first_start) {
             (Some(budget), Some(t0)) => {
-                let remaining = (budget as usize).saturating_sub(self.completed + self.failed);
+                let remaining = (budget as usize).saturating_sub(self.completed + self.failed + self.pruned);
                 eta(remaining, self.ended_here, t0.elapsed()).map_or(String::new(), |d| format!("  eta {}", short(d)))
             }
             _ => String::new(),
         };
+        let pruned = if self.pruned > 0 { format!("pruned {}  ", self.pruned) } else { String::new() };
         self.bar.set_message(format!(
-            "running {}  failed {}  best {} {best}{eta}",
+            "running {}  {pruned}failed {}  best {} {best}{eta}",
             self.running, self.failed, self.objective
         ));
     }
@@ -145,8 +148,8 @@ fn cut(line: &str) -> String {
 impl Observer for Progress {
     fn event(&mut self, event: &Event) {
         match event {
-            Event::Started { budget, completed, failed, best, .. } => {
-                (self.completed, self.failed, self.best) = (*completed, *failed, *best);
+            Event::Started { budget, completed, failed, pruned, best, .. } => {
+                (self.completed, self.failed, self.pruned, self.best) = (*completed, *failed, *pruned, *best);
                 self.budget = *budget;
                 self.start(*budget);
             }
@@ -167,10 +170,14 @@ impl Observer for Progress {
                 }
                 self.update();
             }
-            Event::TrialPruned { .. } => {
+            Event::TrialPruned { trial, step, value } => {
                 self.running = self.running.saturating_sub(1);
                 self.ended_here += 1;
-                self.completed += 1;
+                self.pruned += 1;
+                let at = value.map_or(String::new(), |v| {
+                    format!(" ({} {})", self.objective, alcf_host::space::Assignment::format_float(v))
+                });
+                self.println(&format!("trial {trial} pruned at step {step}{at}"));
                 self.update();
             }
             Event::TrialRetried { trial, attempt, reason } => {
@@ -189,7 +196,7 @@ impl Observer for Progress {
                 Level::Error => self.println(&format!("error: {message}")),
             },
             Event::Stopped { .. } => self.bar.finish_and_clear(),
-            Event::TrialProgress { .. } | Event::Suggested { .. } | Event::Observed { .. } => {}
+            Event::TrialProgress { .. } | Event::Suggested { .. } | Event::Observed { .. } | Event::Judged { .. } => {}
         }
     }
 }

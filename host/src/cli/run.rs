@@ -91,7 +91,7 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             }
             None => (rest, None),
         };
-        config.executor = Some(ExecutorConfig::Bench { function: name.to_string(), dim, delay: None });
+        config.executor = Some(ExecutorConfig::Bench { function: name.to_string(), dim, delay: None, epochs: None });
     }
     if let Some(t) = opts.trials {
         config.trials = Some(t);
@@ -120,7 +120,7 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
     // What the executor implies: its space (bench functions bring their own), a default objective
     // and the stem of a default study name.
     let (space, default_objective, stem) = match &executor_cfg {
-        ExecutorConfig::Bench { function, dim, delay } => {
+        ExecutorConfig::Bench { function, dim, delay, .. } => {
             let b = BenchExecutor::new(function, *dim, *delay)?;
             let space = config.space.clone().unwrap_or_else(|| b.space());
             (space, Some(bench::METRIC.to_string()), b.function().name.clone())
@@ -190,13 +190,58 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     }
     let runtime = PluginRuntime::shared(default_cache_dir())?;
     let loaded = Arc::new(runtime.load(&plugin_path)?);
+    let pruner = match &plan.config.pruner {
+        Some(p) => Some(load_pruner(&plan, p, &runtime).await?),
+        None => None,
+    };
     if !exists {
         check_options(&plan, loaded.clone()).await?;
     }
     let lock = StudyLock::acquire(&plan.dir)?;
     // Every log line of this study, the plugin's included, goes to its own host.log.
     let span = logging::study_span(&plan.dir.join("host.log"));
-    run_locked(opts, plan, plugin_path, loaded, exists, lock).instrument(span).await
+    run_locked(opts, plan, plugin_path, loaded, pruner, exists, lock).instrument(span).await
+}
+
+/// `[pruner]`: loads the plugin, checks that it prunes and accepts its options (before any study
+/// exists, so a wrong one leaves nothing behind).
+async fn load_pruner(
+    plan: &Plan,
+    cfg: &alcf_host::config::PrunerConfig,
+    runtime: &PluginRuntime,
+) -> anyhow::Result<Arc<alcf_host::plugin::LoadedPlugin>> {
+    let file = plan.config.source.as_ref().map_or("the config".to_string(), |p| p.display().to_string());
+    let loaded = Arc::new(runtime.load(&cfg.plugin).with_context(|| format!("[pruner] plugin in {file}"))?);
+    let study = pruner_info(plan, plan.space.clone(), plan.objective.clone(), plan.direction, plan.seed, cfg);
+    let mut probe =
+        SandboxedStrategy::new(loaded.clone(), &study, plugin_limits(plan, 0), pruner_grants(), Storage::memory());
+    let info = probe.describe().await?;
+    if !info.prunes {
+        bail!(
+            "[pruner] plugin {} does not prune (its describe says prunes = false): name a pruning plugin there, e.g. plugins/pruner.wasm, in {file}",
+            cfg.plugin.display()
+        );
+    }
+    if let Err(e @ PluginError::Options { .. }) = probe.suggest(0, &[]).await {
+        bail!("{e}. Fix [pruner] options in {file}; no study was created");
+    }
+    Ok(loaded)
+}
+
+/// A pruner logs; it has no storage of its own (the study's belongs to the strategy) and no LLM.
+fn pruner_grants() -> Grants {
+    Grants::from_list(&["log".to_string()])
+}
+
+fn pruner_info(
+    plan: &Plan,
+    space: SearchSpace,
+    objective: String,
+    direction: Direction,
+    seed: u64,
+    cfg: &alcf_host::config::PrunerConfig,
+) -> StudyInfo {
+    StudyInfo { options: cfg.options.clone(), ..study_info(plan, space, objective, direction, seed) }
 }
 
 async fn run_locked(
@@ -204,6 +249,7 @@ async fn run_locked(
     plan: Plan,
     plugin_path: PathBuf,
     loaded: Arc<alcf_host::plugin::LoadedPlugin>,
+    pruner: Option<Arc<alcf_host::plugin::LoadedPlugin>>,
     exists: bool,
     lock: StudyLock,
 ) -> anyhow::Result<Summary> {
@@ -249,7 +295,15 @@ async fn run_locked(
     let limits = plugin_limits(&plan, plan.config.strategy.max_restarts);
     let progress = Progress::new(&objective, !opts.quiet);
     let caps = capabilities(&plan, db.clone(), opts.quiet, Arc::new(progress.printer())).await?;
-    let strategy = SandboxedStrategy::with_capabilities(loaded, &study, limits, &caps);
+    let strategy = SandboxedStrategy::with_capabilities(loaded, &study, limits.clone(), &caps);
+    let pruner = match (pruner, &plan.config.pruner) {
+        (Some(loaded), Some(cfg)) => {
+            let info = pruner_info(&plan, space.clone(), objective.clone(), direction, seed, cfg);
+            let caps = Capabilities::new(pruner_grants(), Storage::memory());
+            Some(SandboxedStrategy::with_capabilities(loaded, &info, limits, &caps))
+        }
+        _ => None,
+    };
     let rules = TrialRules {
         study: plan.name.clone(),
         trials_dir: plan.dir.join("trials"),
@@ -272,7 +326,7 @@ async fn run_locked(
         ));
     }
     let observers: Vec<Box<dyn Observer>> = vec![Box::new(LogObserver), Box::new(progress)];
-    let campaign = Campaign::new(
+    let mut campaign = Campaign::new(
         loaded_trials,
         strategy,
         plan.executor.clone(),
@@ -280,6 +334,9 @@ async fn run_locked(
         Box::new(Fanout(observers)),
         Interrupts::listen(),
     );
+    if let Some(p) = pruner {
+        campaign = campaign.with_pruner(p);
+    }
     let summary = campaign.run().await?;
     if !opts.quiet {
         print_summary(&plan.name, &plan.dir, &summary, &objective, &db.trials()?);
@@ -440,8 +497,9 @@ fn print_summary(name: &str, dir: &Path, s: &Summary, objective: &str, trials: &
         | StopReason::ObjectiveMissing(m) => format!("stopped: {m}"),
     };
     let t = &s.tally;
+    let pruned = if t.pruned > 0 { format!(", {} pruned", t.pruned) } else { String::new() };
     console(&format!(
-        "Study `{name}`: {} completed, {} failed ({} this run, {:.1} s) — {why}",
+        "Study `{name}`: {} completed{pruned}, {} failed ({} this run, {:.1} s) — {why}",
         t.completed,
         t.failed,
         t.this_run,

@@ -1,18 +1,26 @@
 //! The `bench` executor: standard test functions evaluated in-process, with known optima, so
 //! strategies can be compared quickly and their regret reported. An optional delay simulates
-//! trial duration (for parallelism and resume tests) without using CPU.
+//! trial duration (for parallelism and resume tests) without using CPU, and `epochs` simulated
+//! learning curves (for pruning).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alcf_testfns::{ParamKind, ParamValue, TestFunction};
 
-use super::{BoxFuture, Executor, ExecutorError, JobHandle, MetricsSink, RunReport, TrialSpec};
-use crate::space::{Choice, Domain, Param, SearchSpace, Value};
+use super::{
+    BoxFuture, Executor, ExecutorError, Failure, FailureCause, JobHandle, MetricsLine, MetricsSink, RunReport,
+    TrialSpec,
+};
+use crate::space::{Choice, Domain, Metrics, Param, SearchSpace, Value};
 
 /// The metric name under which a bench trial reports its function value.
 pub const METRIC: &str = "value";
 /// The metric under which a noisy bench function reports its noiseless value.
 pub const TRUE_METRIC: &str = "true_value";
+/// The epoch number (1..=epochs) in each line of a simulated learning curve.
+pub const EPOCH_METRIC: &str = "epoch";
 
 /// `executor.function` (or `--objective bench:NAME`) names no test function.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -30,17 +38,59 @@ impl From<alcf_testfns::UnknownFunction> for UnknownFunction {
 #[derive(Clone)]
 pub struct BenchExecutor {
     function: TestFunction,
+    /// The whole trial's time, or each epoch's when it has a curve.
     delay: Option<Duration>,
+    /// Simulated learning curves: this many intermediate reports per trial ([`learning_curve`]).
+    epochs: Option<u32>,
+    /// Jobs `cancel` asked to stop (their `wait` ends before the next epoch).
+    cancelled: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A simulated learning curve for a trial whose final value is `value` (lower is better): epoch
+/// `e` of `epochs` reports `value + slowness * ((epochs / e)^0.5 - 1)`, which falls to `value` at
+/// the last epoch. `slowness = (0.1 + |value|) * u`, with `u` in [0.1, 1] hashed from the
+/// trial's parameters, so curves fall at rates that differ between trials: early ranks say much
+/// about final ones, but not everything (curves cross), as with real training runs.
+pub fn learning_curve(value: f64, params: &[ParamValue], epochs: u32) -> Vec<f64> {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for p in params {
+        let bits = match p {
+            ParamValue::Float(x) => x.to_bits(),
+            ParamValue::Int(x) => *x as u64,
+            ParamValue::Choice(c) => {
+                c.bytes().fold(0xcbf2_9ce4_8422_2325, |a, b| (a ^ b as u64).wrapping_mul(0x100_0000_01b3))
+            }
+        };
+        h = splitmix(h ^ bits);
+    }
+    let u = 0.1 + 0.9 * ((h >> 11) as f64 / (1u64 << 53) as f64);
+    let slowness = (0.1 + value.abs()) * u;
+    let n = epochs.max(1) as f64;
+    (1..=epochs.max(1)).map(|e| value + slowness * ((n / e as f64).sqrt() - 1.0)).collect()
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl BenchExecutor {
     pub fn new(name: &str, dim: Option<usize>, delay: Option<Duration>) -> Result<BenchExecutor, UnknownFunction> {
         let function = alcf_testfns::by_name(name, dim)?;
-        Ok(BenchExecutor { function, delay })
+        Ok(BenchExecutor::from_function(function, delay))
     }
 
     pub fn from_function(function: TestFunction, delay: Option<Duration>) -> BenchExecutor {
-        BenchExecutor { function, delay }
+        BenchExecutor { function, delay, epochs: None, cancelled: Arc::default() }
+    }
+
+    /// Trials report a simulated learning curve of `epochs` lines ([`learning_curve`]), one per
+    /// `delay`, and end with its last value.
+    pub fn with_epochs(mut self, epochs: Option<u32>) -> BenchExecutor {
+        self.epochs = epochs.filter(|e| *e > 0);
+        self
     }
 
     pub fn function(&self) -> &TestFunction {
@@ -137,20 +187,51 @@ impl Executor for BenchExecutor {
     fn wait(
         &self,
         trial: TrialSpec,
-        _job: JobHandle,
-        _metrics: MetricsSink,
+        job: JobHandle,
+        metrics: MetricsSink,
     ) -> BoxFuture<Result<RunReport, ExecutorError>> {
-        // Bench trials have no intermediate metrics: nothing is sent to the sink. A noisy
-        // function also reports its noiseless value (TRUE_METRIC), which regret is measured on.
-        let values = self
-            .args(&trial)
-            .map(|a| ((self.function.eval)(&a), self.function.truth.as_ref().map(|t| t(&a)).filter(|t| t.is_finite())));
+        // Without `epochs` nothing is sent to the sink. A noisy function also reports its
+        // noiseless value (TRUE_METRIC), which regret is measured on.
+        let values = self.args(&trial).map(|a| {
+            let value = (self.function.eval)(&a);
+            let curve = self.epochs.filter(|_| value.is_finite()).map(|n| learning_curve(value, &a, n));
+            (value, self.function.truth.as_ref().map(|t| t(&a)).filter(|t| t.is_finite()), curve)
+        });
         let delay = self.delay;
+        let cancelled = self.cancelled.clone();
         Box::pin(async move {
+            let (value, truth, curve) = values?;
+            if let Some(curve) = curve {
+                let mut lines: Vec<Metrics> = Vec::with_capacity(curve.len());
+                for (i, v) in curve.iter().enumerate() {
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    if cancelled.lock().map(|mut c| c.remove(&job.id)).unwrap_or(false) {
+                        let last = lines.last().cloned().unwrap_or_default();
+                        let reason = format!("cancelled after {i} epochs");
+                        let failure = Failure { reason, cause: FailureCause::Cancelled };
+                        return Ok(RunReport {
+                            metrics: last,
+                            curve: lines,
+                            failure: Some(failure),
+                            ..RunReport::default()
+                        });
+                    }
+                    let line: Metrics = [(METRIC.to_string(), *v), (EPOCH_METRIC.to_string(), (i + 1) as f64)].into();
+                    let _ = metrics.send(MetricsLine { trial: trial.id, index: i, metrics: line.clone() });
+                    lines.push(line);
+                }
+                let last = lines.last().cloned().unwrap_or_default();
+                let mut report = RunReport { metrics: last, curve: lines, ..RunReport::default() };
+                if let Some(t) = truth {
+                    report.metrics.insert(TRUE_METRIC.to_string(), t);
+                }
+                return Ok(report);
+            }
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
-            let (value, truth) = values?;
             let mut report = if value.is_finite() {
                 RunReport { metrics: [(METRIC.to_string(), value)].into(), ..RunReport::default() }
             } else {
@@ -163,7 +244,12 @@ impl Executor for BenchExecutor {
         })
     }
 
-    fn cancel(&self, _jobs: Vec<JobHandle>) -> BoxFuture<Result<(), ExecutorError>> {
+    fn cancel(&self, jobs: Vec<JobHandle>) -> BoxFuture<Result<(), ExecutorError>> {
+        if self.epochs.is_some()
+            && let Ok(mut c) = self.cancelled.lock()
+        {
+            c.extend(jobs.into_iter().map(|j| j.id));
+        }
         Box::pin(async { Ok(()) })
     }
 }
@@ -242,6 +328,39 @@ mod tests {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let report = plain.wait(t, JobHandle::new("bench-3"), tx).await.unwrap();
         assert!(!report.metrics.contains_key(TRUE_METRIC));
+    }
+
+    #[tokio::test]
+    async fn learning_curves_are_streamed_end_at_the_value_and_stop_when_cancelled() {
+        let bench = BenchExecutor::new("branin", None, None).unwrap().with_epochs(Some(6));
+        let space = bench.space();
+        let t = spec(&bench, &space, 1.0);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = bench.wait(t.clone(), JobHandle::new("bench-3"), tx).await.unwrap();
+        let value = bench.evaluate(&t).unwrap();
+        assert_eq!(report.metrics[METRIC], value, "the last epoch is the function's value");
+        assert_eq!(report.curve.len(), 6);
+        let curve: Vec<f64> = report.curve.iter().map(|m| m[METRIC]).collect();
+        assert!(curve.windows(2).all(|w| w[0] > w[1]), "a falling curve: {curve:?}");
+        for i in 0..6 {
+            let line = rx.recv().await.unwrap();
+            assert_eq!((line.trial, line.index, line.metrics[EPOCH_METRIC]), (3, i, (i + 1) as f64));
+        }
+        // Curves of other trials fall at other rates.
+        let other = learning_curve(value, &[ParamValue::Float(0.3), ParamValue::Float(0.7)], 6);
+        assert_eq!(other[5], value);
+        assert_ne!(other[0], curve[0]);
+
+        // Cancelled: the next epoch is not reported, and the report says so.
+        let slow = BenchExecutor::new("branin", None, Some(Duration::from_millis(20))).unwrap().with_epochs(Some(50));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let waiting = tokio::spawn(slow.wait(t.clone(), JobHandle::new("bench-3"), tx));
+        rx.recv().await.unwrap();
+        slow.cancel(vec![JobHandle::new("bench-3")]).await.unwrap();
+        let report = waiting.await.unwrap().unwrap();
+        let failure = report.failure.unwrap();
+        assert_eq!(failure.cause, FailureCause::Cancelled, "{}", failure.reason);
+        assert!(report.curve.len() < 5, "stopped within an epoch: {}", report.curve.len());
     }
 
     #[test]

@@ -273,7 +273,9 @@ pub fn from_config(
 ) -> Result<Arc<dyn Executor>, BuildError> {
     use crate::config::ExecutorConfig;
     Ok(match config {
-        ExecutorConfig::Bench { function, dim, delay } => Arc::new(bench::BenchExecutor::new(function, *dim, *delay)?),
+        ExecutorConfig::Bench { function, dim, delay, epochs } => {
+            Arc::new(bench::BenchExecutor::new(function, *dim, *delay)?.with_epochs(*epochs))
+        }
         ExecutorConfig::Local(local) => Arc::new(local::LocalExecutor::new(local.clone(), space, parallel)?),
         ExecutorConfig::Pbs(pbs) => Arc::new(pbs::executor::PbsExecutor::new((**pbs).clone(), space, parallel, study)?),
         ExecutorConfig::Globus(g) => Arc::new(globus::executor::GlobusExecutor::new((**g).clone(), space, study)?),

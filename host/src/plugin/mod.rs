@@ -14,8 +14,10 @@
 //! Plugins never see credentials, files, sockets, environment variables or arguments: WASI is
 //! linked with a context that grants nothing, and host capabilities are granted per plugin.
 
+mod abi;
 pub mod capability;
 pub mod fault;
+mod legacy;
 pub mod sandbox;
 pub mod strategy;
 
@@ -33,7 +35,7 @@ pub use sandbox::PluginState;
 
 /// The ABI this host implements: the WIT package and its version.
 pub const ABI_PACKAGE: &str = "alcf:hpo";
-pub const ABI_VERSION: &str = "0.1.1";
+pub const ABI_VERSION: &str = "0.2.0";
 
 /// How often the epoch ticker advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -62,7 +64,7 @@ pub enum LoadError {
     )]
     NotAStrategy { path: PathBuf, exports: String },
     #[error(
-        "{path} was built against plugin ABI {ABI_PACKAGE}@{found}, but this alcf-host speaks {ABI_PACKAGE}@{ABI_VERSION}. Rebuild the plugin against this host's wit/ (or use a host release that speaks {found})"
+        "{path} was built against plugin ABI {ABI_PACKAGE}@{found}, but this alcf-host speaks {ABI_PACKAGE}@{ABI_VERSION} (and runs plugins built against 0.1.x). Rebuild the plugin against this host's wit/ (or use a host release that speaks {found})"
     )]
     AbiMismatch { path: PathBuf, found: String },
     #[error("{path} imports {imports}, which this host does not provide to strategy plugins")]
@@ -89,7 +91,7 @@ pub struct ComponentSummary {
 /// A compiled, type-checked strategy component, ready to instantiate any number of times.
 pub struct LoadedPlugin {
     pub summary: ComponentSummary,
-    pre: bindings::StrategyPluginPre<PluginState>,
+    pre: abi::Pre,
 }
 
 /// The engine, the linker with every host capability, and the epoch ticker: made once per process
@@ -125,6 +127,8 @@ impl EngineShared {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed)?;
         // Every capability is linked; each call checks the plugin's grants (capability::CapabilitySet).
         bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(failed)?;
+        // And under 0.1's names, for plugins built against it (`legacy`).
+        legacy::bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(failed)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();
@@ -200,7 +204,7 @@ impl PluginRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link { path: path.into(), message: format!("{e:#}") })?;
-        let pre = bindings::StrategyPluginPre::new(pre)
+        let pre = abi::Pre::new(pre, &summary.abi_version)
             .map_err(|e| LoadError::Link { path: path.into(), message: format!("{e:#}") })?;
         Ok(LoadedPlugin { summary, pre })
     }
@@ -302,10 +306,11 @@ fn abi_version_of(name: &str) -> Option<String> {
     rest.split_once('@').map(|(_, v)| v.to_string())
 }
 
-/// Semver rule of the component model for 0.x: the same major and minor.
+/// Semver rule of the component model for 0.x: the same major and minor. 0.1.x is adapted
+/// (`legacy`).
 fn compatible(version: &str) -> bool {
     let key = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
-    key(version) == key(ABI_VERSION)
+    key(version) == key(ABI_VERSION) || key(version) == legacy::VERSION
 }
 
 fn check_strategy(s: &ComponentSummary) -> Result<(), LoadError> {
@@ -346,8 +351,10 @@ mod tests {
     fn abi_versions() {
         assert_eq!(abi_version_of("alcf:hpo/strategy@0.1.0").as_deref(), Some("0.1.0"));
         assert_eq!(abi_version_of("wasi:io/streams@0.2.6"), None);
-        assert!(compatible("0.1.3"));
-        assert!(!compatible("0.2.0"));
+        assert!(compatible("0.1.3"), "0.1 is adapted");
+        assert!(compatible("0.2.0") && compatible("0.2.7"));
+        assert!(!compatible("0.3.0"));
+        assert!(!compatible("0.0.9"));
         assert!(!compatible("1.1.0"));
     }
 

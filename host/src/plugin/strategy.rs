@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::Store;
 
 use super::LoadedPlugin;
-use super::bindings::StrategyPlugin;
+use super::abi::Exports;
 use super::bindings::alcf::hpo::types as wit;
 use super::capability::{Capabilities, CapabilitySet, Notice};
 use super::fault::{cut_message, guest_error};
@@ -61,6 +61,25 @@ pub struct Observation {
     pub status: ObservedStatus,
     pub value: Option<f64>,
     pub metrics: Vec<(String, f64)>,
+    /// Its intermediate reports, in order (empty when it reported none).
+    pub curve: Vec<Vec<(String, f64)>>,
+}
+
+/// One intermediate report of a running trial, for `judge`.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub trial: u64,
+    pub params: Assignment,
+    /// 0 for the trial's first report.
+    pub step: u32,
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// What the strategy says of one report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Prune,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,11 +109,13 @@ pub struct PluginInfo {
     pub version: String,
     pub description: String,
     pub capabilities: Vec<String>,
+    /// It wants running trials' reports (`judge`).
+    pub prunes: bool,
 }
 
 struct Live {
     store: Store<PluginState>,
-    bindings: StrategyPlugin,
+    bindings: Exports,
 }
 
 pub struct SandboxedStrategy {
@@ -121,6 +142,7 @@ const _: () = {
         send::<SandboxedStrategy>();
         send_future(s.suggest(1, &[]));
         send_future(s.observe(&[]));
+        send_future(s.judge(&[]));
         send_future(s.describe());
     }
 };
@@ -168,11 +190,13 @@ macro_rules! guarded {
 enum Request<'r> {
     Suggest { count: u32, pending: &'r [wit::Trial] },
     Observe(&'r [wit::Outcome]),
+    Judge(&'r [wit::Report]),
 }
 
 enum Reply {
     Suggest(Vec<Vec<wit::Assignment>>),
     Observe,
+    Judge(Vec<wit::Verdict>),
 }
 
 impl Request<'_> {
@@ -180,6 +204,7 @@ impl Request<'_> {
         match self {
             Request::Suggest { .. } => "suggest",
             Request::Observe(_) => "observe",
+            Request::Judge(_) => "judge",
         }
     }
 }
@@ -253,7 +278,7 @@ impl SandboxedStrategy {
         let pre = self.plugin.pre.clone();
         let bindings = guarded!(&mut store, limit, |s| pre.instantiate_async(s))
             .map_err(|f| ("instantiate", CallError::Fault(f)))?;
-        let init = guarded!(&mut store, limit, |s| bindings.alcf_hpo_strategy().call_init(s, &self.study));
+        let init = guarded!(&mut store, limit, |s| bindings.init(s, &self.study));
         match init {
             Ok(Ok(())) => {}
             Ok(Err(m)) => {
@@ -267,8 +292,7 @@ impl SandboxedStrategy {
         if !self.history.is_empty() {
             // Replaying a long history may take longer than one suggestion: scale the deadline.
             let scale = 1 + self.history.len() as u32 / 1000;
-            let observe =
-                guarded!(&mut store, limit * scale, |s| bindings.alcf_hpo_strategy().call_observe(s, &self.history));
+            let observe = guarded!(&mut store, limit * scale, |s| bindings.observe(s, &self.history));
             match observe {
                 Ok(Ok(())) => {}
                 Ok(Err(m)) => return Err(("observe", CallError::Refused(cut_message(m)))),
@@ -321,14 +345,16 @@ impl SandboxedStrategy {
                 },
             };
             let Live { store, bindings } = &mut live;
-            let strategy = bindings.alcf_hpo_strategy();
             let limit = self.limits.call_timeout;
             let result = match request {
                 Request::Suggest { count, pending } => {
-                    guarded!(store, limit, |s| strategy.call_suggest(s, count, pending)).map(|r| r.map(Reply::Suggest))
+                    guarded!(store, limit, |s| bindings.suggest(s, count, pending)).map(|r| r.map(Reply::Suggest))
                 }
                 Request::Observe(batch) => {
-                    guarded!(store, limit, |s| strategy.call_observe(s, batch)).map(|r| r.map(|()| Reply::Observe))
+                    guarded!(store, limit, |s| bindings.observe(s, batch)).map(|r| r.map(|()| Reply::Observe))
+                }
+                Request::Judge(reports) => {
+                    guarded!(store, limit, |s| bindings.judge(s, reports)).map(|r| r.map(Reply::Judge))
                 }
             };
             match result {
@@ -363,7 +389,7 @@ impl SandboxedStrategy {
             Ok(b) => b,
             Err(f) => return Err(fault(self, f)),
         };
-        let info = match guarded!(&mut store, limit, |s| bindings.alcf_hpo_strategy().call_describe(s)) {
+        let info = match guarded!(&mut store, limit, |s| bindings.describe(s)) {
             Ok(i) => i,
             Err(f) => return Err(fault(self, f)),
         };
@@ -372,6 +398,7 @@ impl SandboxedStrategy {
             version: cut_message(info.version),
             description: cut_message(info.description),
             capabilities: info.capabilities.into_iter().take(16).map(cut_message).collect(),
+            prunes: info.prunes,
         })
     }
 
@@ -386,7 +413,7 @@ impl SandboxedStrategy {
             pending.iter().map(|(id, a)| wit::Trial { id: *id, params: assignment_to_wit(&a.values) }).collect();
         let raw = match self.with_live(Request::Suggest { count, pending: &pending }).await? {
             Reply::Suggest(raw) => raw,
-            Reply::Observe => Vec::new(),
+            Reply::Observe | Reply::Judge(_) => Vec::new(),
         };
         // Names and labels are cut like any plugin string: the caller quotes invalid ones in
         // messages, and a cut one stays invalid (no parameter or label ends in "[cut: …]").
@@ -411,6 +438,41 @@ impl SandboxedStrategy {
             // A contained fault dropped the instance; the rebuild replays `history`, so nothing is lost.
             _ => Ok(()),
         }
+    }
+
+    /// Asks for a verdict on each report, in order. A plugin that answers with another number of
+    /// verdicts than reports is refused (nothing is pruned on its word).
+    pub async fn judge(&mut self, reports: &[Progress]) -> Result<Vec<Verdict>, PluginError> {
+        let batch: Vec<wit::Report> = reports
+            .iter()
+            .map(|r| wit::Report {
+                trial: wit::Trial { id: r.trial, params: assignment_to_wit(&r.params.values) },
+                step: r.step,
+                metrics: r.metrics.clone(),
+            })
+            .collect();
+        let verdicts = match self.with_live(Request::Judge(&batch)).await? {
+            Reply::Judge(v) => v,
+            Reply::Suggest(_) | Reply::Observe => Vec::new(),
+        };
+        if verdicts.len() != reports.len() {
+            return Err(PluginError::Refused {
+                plugin: self.name.clone(),
+                call: "judge",
+                message: format!(
+                    "returned {} verdicts for {} reports (one each is the rule)",
+                    verdicts.len(),
+                    reports.len()
+                ),
+            });
+        }
+        Ok(verdicts
+            .into_iter()
+            .map(|v| match v {
+                wit::Verdict::Continue => Verdict::Continue,
+                wit::Verdict::Prune => Verdict::Prune,
+            })
+            .collect())
     }
 
     /// Loads past outcomes without calling the plugin (used on resume: the first call replays them).
@@ -482,5 +544,6 @@ fn observation_to_wit(o: &Observation) -> wit::Outcome {
         },
         value: o.value,
         metrics: o.metrics.clone(),
+        curve: o.curve.clone(),
     }
 }

@@ -27,6 +27,7 @@ fn main() {
                     status: Status::Completed,
                     value: Some(f.eval_f64(&x)),
                     metrics: vec![],
+                    curve: Vec::new(),
                 }
             })
             .collect();
@@ -48,6 +49,7 @@ fn main() {
                 status: Status::Completed,
                 value: Some(f.eval_f64(&x)),
                 metrics: vec![],
+                curve: Vec::new(),
             }])
             .unwrap();
         }

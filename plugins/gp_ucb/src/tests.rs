@@ -69,6 +69,7 @@ fn degenerate_histories() {
             status: Status::Completed,
             value: Some(5.0 + (i % 2) as f64),
             metrics: vec![],
+            curve: Vec::new(),
         })
         .collect();
     s.observe(&outcomes).unwrap();
@@ -106,6 +107,7 @@ fn resume_does_not_repeat_the_initial_design() {
             status: Status::Completed,
             value: rec.value,
             metrics: vec![],
+            curve: Vec::new(),
         })
         .collect();
     r.observe(&outcomes).unwrap();

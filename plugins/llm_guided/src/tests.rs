@@ -78,6 +78,7 @@ fn with_history(options: &str) -> LlmGuided {
                 status: if value.is_some() { Status::Completed } else { Status::Failed },
                 value,
                 metrics: vec![],
+                curve: Vec::new(),
             }
         })
         .collect();
@@ -331,6 +332,7 @@ fn the_prototype_schedule() {
             status: Status::Completed,
             value: Some(1.0),
             metrics: vec![],
+            curve: Vec::new(),
         })
         .collect();
     s.observe(&outcomes).unwrap();

@@ -21,20 +21,8 @@ impl Strategy for RandomSearch {
         // One stream per next trial id: a resumed study (fresh instance, replayed history)
         // continues the sequence instead of repeating its first points.
         let mut rng = Rng::derive(self.seed, pending.iter().map(|t| t.id).fold(self.seen, u64::max) + 1);
-        let mut taken = encode_trials(&self.space, pending);
-        let mut out = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut x = self.space.sample(&mut rng);
-            for _ in 0..100 {
-                if !taken.iter().any(|t| self.space.same_point(t, &x, 0.0)) {
-                    break;
-                }
-                x = self.space.sample(&mut rng);
-            }
-            out.push(self.space.decode(&x));
-            taken.push(x);
-        }
-        Ok(out)
+        let taken = encode_trials(&self.space, pending);
+        Ok(self.space.sample_distinct(&mut rng, &taken, count).iter().map(|x| self.space.decode(x)).collect())
     }
 
     fn observe(&mut self, outcomes: &[Outcome]) -> Result<(), String> {

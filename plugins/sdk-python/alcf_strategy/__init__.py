@@ -1,7 +1,7 @@
 """alcf_strategy: the Python guest SDK for alcf-host strategy plugins.
 
 A strategy plugin is a WebAssembly component built with componentize-py (0.25.1) against the
-world `strategy-plugin` of wit/hpo.wit (`alcf:hpo@0.1.1`). This package gives Python plugins
+world `strategy-plugin` of wit/hpo.wit (`alcf:hpo@0.2.0`). This package gives Python plugins
 the Rust SDK's vocabulary (plugins/sdk), bit for bit where numbers are concerned. It is pure
 Python with the standard library only, and everything but `export` runs natively.
 
@@ -48,10 +48,10 @@ from .options import Options
 from .rng import Rng, splitmix64
 from .space import Space
 from .strategy import Strategy
-from .types import Outcome, Param, Params, Study, Trial, Value
+from .types import Outcome, Param, Params, Report, Study, Trial, Value
 
 #: The ABI version this SDK builds plugins for.
-ABI_VERSION = "alcf:hpo@0.1.1"
+ABI_VERSION = "alcf:hpo@0.2.0"
 
 __version__ = "0.1.0"
 
@@ -66,6 +66,7 @@ __all__ = [
     "Param",
     "Params",
     "PluginError",
+    "Report",
     "Rng",
     "Space",
     "Strategy",

@@ -17,8 +17,8 @@ from __future__ import annotations
 import importlib
 
 from .errors import PluginError
-from .strategy import check_suggestion, deliver, describe_info
-from .types import Outcome, Param, Study, Trial
+from .strategy import check_suggestion, check_verdicts, deliver, describe_info
+from .types import Outcome, Param, Report, Study, Trial
 
 #: strategy class -> (instance, parameter kinds by name); the state between calls.
 _instances = {}
@@ -94,7 +94,13 @@ def export(cls):
             status=statuses[o.status],
             value=None if o.value is None else float(o.value),
             metrics={k: float(v) for k, v in o.metrics},
+            curve=[{k: float(v) for k, v in m} for m in o.curve],
         )
+
+    def report_in(r) -> Report:
+        return Report(trial=trial_in(r.trial), step=int(r.step), metrics={k: float(v) for k, v in r.metrics})
+
+    verdicts_out = {"continue": wt.Verdict.CONTINUE, "prune": wt.Verdict.PRUNE}
 
     def value_out(kind, v):
         if kind == "int":
@@ -119,9 +125,15 @@ def export(cls):
 
     class _Export(exports.Strategy):
         def describe(self):
-            """WIT `describe`: the class attributes name, version, description, capabilities."""
+            """WIT `describe`: the class attributes name, version, description, capabilities, prunes."""
             i = describe_info(cls)
-            return wt.Info(name=i["name"], version=i["version"], description=i["description"], capabilities=i["capabilities"])
+            return wt.Info(
+                name=i["name"],
+                version=i["version"],
+                description=i["description"],
+                capabilities=i["capabilities"],
+                prunes=i["prunes"],
+            )
 
         def init(self, study) -> None:
             """WIT `init`: builds the one instance (a `PluginError` becomes the call's error)."""
@@ -152,6 +164,16 @@ def export(cls):
                 deliver(inst, outs)
             except PluginError as e:
                 raise cpt.Err(str(e)) from None
+
+        def judge(self, reports):
+            """WIT `judge`: one verdict per report, checked."""
+            inst, _ = instance("judge")
+            reps = [report_in(r) for r in reports]
+            try:
+                out = check_verdicts(inst.judge(reps), len(reps))
+            except (PluginError, ValueError) as e:
+                raise cpt.Err(str(e)) from None
+            return [verdicts_out[v] for v in out]
 
     _Export.__name__ = _Export.__qualname__ = "Strategy"
     _Export.__doc__ = f"The WIT `strategy` export serving {cls.__name__}."

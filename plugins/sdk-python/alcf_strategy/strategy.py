@@ -17,7 +17,8 @@ class Strategy:
     persistence of its own.
 
     Class attributes: `name`, `version`, `description` and `capabilities` (any of "log",
-    "storage", "llm"), returned by WIT `describe`.
+    "storage", "llm"), returned by WIT `describe`; `prunes = True` asks the host for running
+    trials' reports (`judge`).
 
     `__init__(study)` sets `self.study`, `self.space = Space(study.space)`,
     `self.history = History(study.direction)`, `self.seed = study.seed` and `self.seen = 0` (the
@@ -29,6 +30,7 @@ class Strategy:
     version = "0.1.0"
     description = ""
     capabilities: list = []
+    prunes = False
 
     def __init__(self, study):
         self.study = study
@@ -45,6 +47,13 @@ class Strategy:
     def observe(self, outcomes: list) -> None:
         """Finished trials (`Outcome`s), in the order they finished. Default: nothing
         (`self.history` and `self.seen` are already updated)."""
+
+    def judge(self, reports: list) -> list:
+        """Running trials' intermediate reports (`Report`s), in the order they arrived: one
+        verdict each, in the same order, "continue" or "prune". Called only when `prunes` is
+        set. After a resume the reports of trials still running come again: decide from what was
+        seen, not from the clock, and the decisions come out the same. Default: all continue."""
+        return ["continue"] * len(reports)
 
     def next_trial_id(self, pending) -> int:
         """1 + the highest trial id seen so far, observed or pending: the id the next trial
@@ -68,6 +77,7 @@ def describe_info(cls) -> dict:
         "version": str(getattr(cls, "version", "0.1.0")),
         "description": str(description),
         "capabilities": [str(c) for c in getattr(cls, "capabilities", [])],
+        "prunes": bool(getattr(cls, "prunes", False)),
     }
 
 
@@ -80,6 +90,17 @@ def deliver(strategy, outcomes) -> None:
     if outcomes:
         strategy.seen = max([getattr(strategy, "seen", 0)] + [o.trial.id for o in outcomes])
     strategy.observe(outcomes)
+
+
+def check_verdicts(verdicts, count: int) -> list:
+    """`judge`'s answer checked: a list of `count` verdicts, each "continue" or "prune"."""
+    verdicts = list(verdicts)
+    if len(verdicts) != count:
+        raise ValueError(f"judge returned {len(verdicts)} verdicts for {count} reports")
+    for i, v in enumerate(verdicts):
+        if v not in ("continue", "prune"):
+            raise ValueError(f"judge: verdict {i} is {v!r}, not \"continue\" or \"prune\"")
+    return verdicts
 
 
 def check_suggestion(kinds: dict, params, index: int) -> dict:

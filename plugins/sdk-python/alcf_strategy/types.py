@@ -1,4 +1,4 @@
-"""Plain Python mirrors of the WIT types (`alcf:hpo/types@0.1.1`).
+"""Plain Python mirrors of the WIT types (`alcf:hpo/types@0.2.0`).
 
 Strategies work with these types only, so they run and test natively without any WebAssembly
 machinery; the export layer converts to and from the generated bindings.
@@ -111,4 +111,17 @@ class Outcome:
     trial: Trial
     status: str
     value: Optional[float] = None
+    metrics: Dict[str, float] = field(default_factory=dict)
+    #: Its intermediate reports in order (one dict per epoch for the trainer); empty when it
+    #: reported none. A pruned trial's last report is also its `metrics`.
+    curve: List[Dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """One intermediate report of a running trial (WIT `report`), for `Strategy.judge`: `step`
+    is 0 for the trial's first report, then counts up by one (its epoch, for the trainer)."""
+
+    trial: Trial
+    step: int
     metrics: Dict[str, float] = field(default_factory=dict)

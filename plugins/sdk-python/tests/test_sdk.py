@@ -531,8 +531,10 @@ def make_fake_bindings():
     record("Param", "name", "domain")
     record("Study", "name", "space", "direction", "objective", "seed", "budget", "parallelism", "options")
     record("Trial", "id", "params")
-    record("Outcome", "trial", "status", "value", "metrics")
-    record("Info", "name", "version", "description", "capabilities")
+    record("Outcome", "trial", "status", "value", "metrics", "curve")
+    record("Report", "trial", "step", "metrics")
+    record("Info", "name", "version", "description", "capabilities", "prunes")
+    t.Verdict = enum.Enum("Verdict", {"CONTINUE": 0, "PRUNE": 1})
     t.Direction = enum.Enum("Direction", {"MINIMIZE": 0, "MAXIMIZE": 1})
     t.Status = enum.Enum("Status", {"COMPLETED": 0, "FAILED": 1, "PRUNED": 2})
     t.Level = enum.Enum("Level", {"TRACE": 0, "DEBUG": 1, "INFO": 2, "WARN": 3, "ERROR": 4})
@@ -659,7 +661,7 @@ class ExportTest(unittest.TestCase):
             self.assertIn(m["wit_world.exports"].Strategy, E.__mro__)
             self.assertEqual(E.__name__, "Strategy")
             info = E().describe()
-            self.assertEqual(info, t.Info("mixed_test", "1.2.3", "for the export tests", ["log", "storage"]))
+            self.assertEqual(info, t.Info("mixed_test", "1.2.3", "for the export tests", ["log", "storage"], False))
 
     def test_init_suggest_observe_conversions(self):
         Mixed.observed.clear()
@@ -686,18 +688,49 @@ class ExportTest(unittest.TestCase):
             self.assertEqual(m["wit_world.imports.log"].lines, [(t.Level.INFO, "suggest 2 1")])
 
             outcomes = [
-                t.Outcome(pending[0], t.Status.COMPLETED, 3.5, [("loss", 3.5), ("acc", 0.9)]),
+                t.Outcome(pending[0], t.Status.COMPLETED, 3.5, [("loss", 3.5), ("acc", 0.9)], [[("loss", 4.0)]]),
                 t.Outcome(t.Trial(2, [t.Assignment("f", t.Value_Float(0.5)), t.Assignment("n", t.Value_Int(1)),
-                                      t.Assignment("c", t.Value_Choice("b"))]), t.Status.PRUNED, None, []),
+                                      t.Assignment("c", t.Value_Choice("b"))]), t.Status.PRUNED, None, [], []),
             ]
             self.assertIsNone(E().observe(outcomes))
             (got, seen, n_hist, n_failed), = Mixed.observed
             self.assertEqual((seen, n_hist, n_failed), (4, 1, 1))  # updated before observe
             self.assertEqual(got[0], hpo.Outcome(hpo.Trial(4, {"f": 0.25, "n": 8, "c": "a"}), "completed", 3.5,
-                                                 {"loss": 3.5, "acc": 0.9}))
+                                                 {"loss": 3.5, "acc": 0.9}, [{"loss": 4.0}]))
             self.assertIs(type(got[0].trial.params["n"]), int)
             self.assertEqual(got[1].status, "pruned")
             self.assertEqual(inst.history.y, [-3.5])  # maximize: negated
+
+    def test_judge_converts_reports_and_checks_verdicts(self):
+        class Pruner(hpo.Strategy):
+            name = "pruner"
+            prunes = True
+
+            def suggest(self, count, pending):
+                return []
+
+            def judge(self, reports):
+                self.seen_reports = reports
+                if reports and reports[0].metrics.get("loss", 0) > 100:
+                    return ["continue"]  # one short: a bug the layer reports
+                return ["prune" if r.metrics["loss"] > 1.0 else "continue" for r in reports]
+
+        with FakeBindings() as m:
+            t = m["wit_world.imports.types"]
+            cpt = m["componentize_py_types"]
+            E = hpo.export(Pruner)
+            self.assertTrue(E().describe().prunes)
+            E().init(self.wit_study(t))
+            inst, _ = export_mod._instances[Pruner]
+            trial = t.Trial(3, [t.Assignment("f", t.Value_Float(0.5))])
+            out = E().judge([t.Report(trial, 0, [("loss", 2.0)]), t.Report(trial, 1, [("loss", 0.5)])])
+            self.assertEqual(out, [t.Verdict.PRUNE, t.Verdict.CONTINUE])
+            self.assertEqual(inst.seen_reports[1], hpo.Report(hpo.Trial(3, {"f": 0.5}), 1, {"loss": 0.5}))
+            with self.assertRaises(cpt.Err) as e:
+                E().judge([t.Report(trial, 0, [("loss", 200.0)]), t.Report(trial, 1, [("loss", 0.5)])])
+            self.assertIn("judge returned 1 verdicts for 2 reports", str(e.exception.value))
+            # The default judges nothing away.
+            self.assertEqual(hpo.Strategy.judge(inst, [1, 2, 3]), ["continue"] * 3)
 
     def test_int_params_go_out_as_int_even_from_integral_floats(self):
         with FakeBindings() as m:
@@ -761,7 +794,7 @@ class ExportTest(unittest.TestCase):
                 E().suggest(1, [])
             # An outcome that does not fit the space: the History's PluginError becomes an Err.
             with self.assertRaises(Err) as c:
-                E().observe([t.Outcome(t.Trial(1, []), t.Status.FAILED, None, [])])
+                E().observe([t.Outcome(t.Trial(1, []), t.Status.FAILED, None, [], [])])
             self.assertEqual(c.exception.value, "trial 1: assignment lacks parameter `f`")
 
     def test_native_without_bindings_returns_the_class(self):
@@ -867,7 +900,7 @@ class RealBindingsTest(unittest.TestCase):
             out = E().suggest(5, [])
             self.assertEqual(out[0][1], t.Assignment("n", t.Value_Int(2)))
             self.assertEqual(out[0][0], t.Assignment("f", t.Value_Float(1.0)))
-            E().observe([t.Outcome(t.Trial(1, out[0]), t.Status.COMPLETED, 1.0, [("loss", 1.0)])])
+            E().observe([t.Outcome(t.Trial(1, out[0]), t.Status.COMPLETED, 1.0, [("loss", 1.0)], [])])
             with self.assertRaises(cpt.Err):
                 E().init(ExportTest.wit_study(self, t, "[1]"))
             hpo.log.info("native fallback")

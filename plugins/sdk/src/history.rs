@@ -111,6 +111,7 @@ mod tests {
             status: st,
             value: v,
             metrics: vec![],
+            curve: Vec::new(),
         };
         h.observe(
             &space,

@@ -1,6 +1,6 @@
 //! # alcf-plugin-sdk
 //!
-//! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.1.1`, world
+//! The guest SDK for alcf-host strategy plugins (WIT package `alcf:hpo@0.2.0`, world
 //! `strategy-plugin`). A plugin author implements [`Strategy`] and calls [`export_strategy!`]:
 //!
 //! ```
@@ -41,6 +41,7 @@ pub mod llm;
 pub mod logging;
 pub mod native;
 pub mod normal;
+pub mod pruning;
 pub mod qmc;
 pub mod rng;
 pub mod space;
@@ -56,7 +57,7 @@ pub use space::Space;
 pub use types::*;
 
 /// The ABI version this SDK builds plugins for.
-pub const ABI_VERSION: &str = "alcf:hpo@0.1.1";
+pub const ABI_VERSION: &str = "alcf:hpo@0.2.0";
 
 /// Generated bindings of the `strategy-plugin` world (an implementation detail of
 /// [`export_strategy!`]; plugin code should not need them).
@@ -93,6 +94,13 @@ pub trait Strategy: Sized + 'static {
         let _ = outcomes;
         Ok(())
     }
+    /// Running trials' intermediate reports, in the order they arrived: one [`Verdict`] each, in
+    /// the same order. Called only when [`PluginInfo::prunes`] is set. After a resume the reports
+    /// of trials still running come again: take decisions from what was seen (replayed outcomes
+    /// and reports), not from the clock, and they come out the same.
+    fn judge(&mut self, reports: &[Report]) -> Result<Vec<Verdict>, String> {
+        Ok(vec![Verdict::Continue; reports.len()])
+    }
 }
 
 /// Exports a [`Strategy`] implementation as the plugin's `strategy` interface.
@@ -127,6 +135,14 @@ macro_rules! export_strategy {
                 outcomes: $crate::__rt::Vec<$crate::bindings::alcf::hpo::types::Outcome>,
             ) -> ::core::result::Result<(), $crate::__rt::String> {
                 $crate::__rt::observe::<$strategy>(outcomes)
+            }
+            fn judge(
+                reports: $crate::__rt::Vec<$crate::bindings::alcf::hpo::types::Report>,
+            ) -> ::core::result::Result<
+                $crate::__rt::Vec<$crate::bindings::alcf::hpo::types::Verdict>,
+                $crate::__rt::String,
+            > {
+                $crate::__rt::judge::<$strategy>(reports)
             }
         }
 
@@ -199,7 +215,13 @@ pub mod __rt {
 
     pub fn describe<S: Strategy>() -> b::Info {
         let i = S::info();
-        b::Info { name: i.name, version: i.version, description: i.description, capabilities: i.capabilities }
+        b::Info {
+            name: i.name,
+            version: i.version,
+            description: i.description,
+            capabilities: i.capabilities,
+            prunes: i.prunes,
+        }
     }
 
     pub fn init<S: Strategy>(study: b::Study) -> Result<(), String> {
@@ -242,9 +264,28 @@ pub mod __rt {
                 },
                 value: o.value,
                 metrics: o.metrics,
+                curve: o.curve,
             })
             .collect();
         with_instance::<S, _>("observe", |s| s.observe(&outcomes))
+    }
+
+    pub fn judge<S: Strategy>(reports: Vec<b::Report>) -> Result<Vec<b::Verdict>, String> {
+        let reports: Vec<t::Report> = reports
+            .into_iter()
+            .map(|r| t::Report { trial: trial_in(r.trial), step: r.step, metrics: r.metrics })
+            .collect();
+        let verdicts = with_instance::<S, _>("judge", |s| s.judge(&reports))?;
+        if verdicts.len() != reports.len() {
+            return Err(format!("judge returned {} verdicts for {} reports", verdicts.len(), reports.len()));
+        }
+        Ok(verdicts
+            .into_iter()
+            .map(|v| match v {
+                t::Verdict::Continue => b::Verdict::Continue,
+                t::Verdict::Prune => b::Verdict::Prune,
+            })
+            .collect())
     }
 
     /// Drops the stored instance (tests).

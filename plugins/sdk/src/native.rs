@@ -52,6 +52,7 @@ pub fn run<S: Strategy>(
                 status: if value.is_some() { Status::Completed } else { Status::Failed },
                 value,
                 metrics: value.map(|v| vec![(study.objective.clone(), v)]).unwrap_or_default(),
+                curve: Vec::new(),
                 trial: t.clone(),
             };
             strategy.observe(&[outcome])?;

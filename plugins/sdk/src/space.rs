@@ -236,6 +236,25 @@ impl Space {
         self.snap(&x)
     }
 
+    /// Uniform random search's draw: `count` points, each redrawn (up to 100 times) while it
+    /// decodes to the same assignment as one in `taken` or an earlier one of this call.
+    pub fn sample_distinct(&self, rng: &mut crate::Rng, taken: &[Vec<f64>], count: usize) -> Vec<Vec<f64>> {
+        let mut taken = taken.to_vec();
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut x = self.sample(rng);
+            for _ in 0..100 {
+                if !taken.iter().any(|t| self.same_point(t, &x, 0.0)) {
+                    break;
+                }
+                x = self.sample(rng);
+            }
+            taken.push(x.clone());
+            out.push(x);
+        }
+        out
+    }
+
     /// Total number of distinct assignments, `None` when a float makes it infinite (or it overflows).
     pub fn cardinality(&self) -> Option<u64> {
         let mut n: u64 = 1;

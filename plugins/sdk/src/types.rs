@@ -138,6 +138,40 @@ pub struct Outcome {
     /// The objective as reported (not negated for maximization); `None` unless completed.
     pub value: Option<f64>,
     pub metrics: Vec<(String, f64)>,
+    /// Its intermediate reports in order (one per epoch for the trainer); empty when it reported
+    /// none. A pruned trial's last report is also its `metrics`.
+    pub curve: Vec<Vec<(String, f64)>>,
+}
+
+impl Outcome {
+    /// The value of `metric` in each intermediate report, by step (`None` where a report lacks it).
+    pub fn curve_of(&self, metric: &str) -> Vec<Option<f64>> {
+        self.curve.iter().map(|m| m.iter().find(|(k, _)| k == metric).map(|(_, v)| *v)).collect()
+    }
+}
+
+/// One intermediate report of a running trial, for [`crate::Strategy::judge`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub trial: Trial,
+    /// 0 for the trial's first report, then counting up by one (its epoch, for the trainer).
+    pub step: u32,
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl Report {
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+/// What a strategy says of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the trial run on.
+    Continue,
+    /// Stop it now; it is recorded pruned and observed with [`Status::Pruned`].
+    Prune,
 }
 
 /// What `describe` returns.
@@ -148,6 +182,8 @@ pub struct PluginInfo {
     pub description: String,
     /// Host capabilities the plugin wants: any of "log", "storage", "llm", "jobs".
     pub capabilities: Vec<String>,
+    /// The host should call [`crate::Strategy::judge`] with running trials' reports.
+    pub prunes: bool,
 }
 
 impl PluginInfo {
@@ -157,7 +193,13 @@ impl PluginInfo {
             version: version.into(),
             description: description.into(),
             capabilities: Vec::new(),
+            prunes: false,
         }
+    }
+    /// Asks the host for running trials' reports ([`crate::Strategy::judge`]).
+    pub fn pruning(mut self) -> Self {
+        self.prunes = true;
+        self
     }
     pub fn with_capabilities(mut self, caps: &[&str]) -> Self {
         self.capabilities = caps.iter().map(|s| s.to_string()).collect();

@@ -177,6 +177,7 @@ fn resume_continues_instead_of_repeating() {
                 status: if rec.value.is_some() { Status::Completed } else { Status::Failed },
                 value: rec.value,
                 metrics: vec![],
+                curve: Vec::new(),
             })
             .collect();
         r.observe(&outcomes).unwrap();

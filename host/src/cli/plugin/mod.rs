@@ -65,6 +65,7 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
             v["version"] = i.version.clone().into();
             v["description"] = i.description.clone().into();
             v["capabilities"] = i.capabilities.clone().into();
+            v["prunes"] = i.prunes.into();
         }
         out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -76,11 +77,13 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
                 "capabilities:  {}",
                 if i.capabilities.is_empty() { "(none)".into() } else { i.capabilities.join(", ") }
             );
+            out!("prunes:        {}", if i.prunes { "yes (judges running trials' reports)" } else { "no" });
         }
         if let Some(Err(e)) = &info {
             out!("describe:      failed: {e}");
         }
-        out!("ABI:           {} (host speaks {})", summary.abi_version, alcf_host::plugin::ABI_VERSION);
+        let adapted = if summary.abi_version.starts_with("0.1.") { ", adapted: no pruning" } else { "" };
+        out!("ABI:           {} (host speaks {}{adapted})", summary.abi_version, alcf_host::plugin::ABI_VERSION);
         out!("exports:       {}", summary.exports.join(", "));
         out!("imports:");
         for i in &summary.imports {

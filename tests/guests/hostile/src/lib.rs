@@ -16,7 +16,7 @@ use alcf::hpo::llm;
 use alcf::hpo::log::{self, Level};
 use alcf::hpo::storage;
 use alcf::hpo::types::{Domain, Value};
-use exports::alcf::hpo::strategy::{Assignment, Guest, Info, Outcome, Study, Trial};
+use exports::alcf::hpo::strategy::{Assignment, Guest, Info, Outcome, Report, Study, Trial, Verdict};
 
 /// What the plugin does; the name in `{"mode":"..."}` is the variant's name in snake case.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -263,7 +263,12 @@ impl Guest for Hostile {
             version: "0.1.0".into(),
             description: "misbehaves on purpose, as study.options {\"mode\": ...} says (sandbox tests)".into(),
             capabilities: vec!["log".into(), "storage".into(), "llm".into()],
+            prunes: false,
         }
+    }
+
+    fn judge(reports: Vec<Report>) -> Result<Vec<Verdict>, String> {
+        Ok(vec![Verdict::Continue; reports.len()])
     }
 
     fn init(study: Study) -> Result<(), String> {
