@@ -222,8 +222,10 @@ async fn load_pruner(
             cfg.plugin.display()
         );
     }
-    if let Err(e @ PluginError::Options { .. }) = probe.suggest(0, &[]).await {
-        bail!("{e}. Fix [pruner] options in {file}; no study was created");
+    if let Err(PluginError::Options { plugin, message }) = probe.suggest(0, &[]).await {
+        bail!(
+            "plugin `{plugin}` does not accept its options: {message}. Fix [pruner] options in {file}; no study was created"
+        );
     }
     Ok(loaded)
 }

@@ -59,8 +59,10 @@ use crate::space::SearchSpace;
 
 /// How long a trial may take to exit after SIGTERM before it gets SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How often a running trial's `metrics.jsonl` is looked at (one `stat` when unchanged).
-const METRICS_POLL: Duration = Duration::from_secs(1);
+/// How often a running trial's `metrics.jsonl` is looked at (one `stat` when unchanged). Short,
+/// because a pruning decision waits for it: a pruned trial stops this long (plus one `judge`
+/// call) after its report, well within an epoch.
+const METRICS_POLL: Duration = Duration::from_millis(250);
 
 /// The program of `executor.command[0]` cannot be run; found before any study is created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

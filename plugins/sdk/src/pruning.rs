@@ -31,8 +31,19 @@ pub struct Objective {
 
 impl Objective {
     pub fn of(study: &Study) -> Objective {
+        Objective::named(study, &study.objective)
+    }
+
+    /// Another metric of the reports, in the study's direction (e.g. `val_acc` per epoch for an
+    /// objective, like `curve_auc`, that only the final result has).
+    pub fn named(study: &Study, metric: &str) -> Objective {
         let sign = if study.direction == Direction::Maximize { -1.0 } else { 1.0 };
-        Objective { name: study.objective.clone(), sign }
+        Objective { name: metric.to_string(), sign }
+    }
+
+    /// The `metric` option, else the objective.
+    pub fn from_options(study: &Study, o: &Options) -> Result<Objective, String> {
+        Ok(Objective::named(study, &o.string("metric", &study.objective)?))
     }
 
     /// The objective in `metrics`, when it is there and finite.
@@ -73,7 +84,7 @@ impl Asha {
     /// Options `min_resource` (1), `reduction_factor` (3), `min_early_stopping_rate` (0).
     pub fn from_options(study: &Study, o: &Options) -> Result<Asha, String> {
         Asha::new(
-            Objective::of(study),
+            Objective::from_options(study, o)?,
             small(o, "min_resource", 1)?,
             small(o, "reduction_factor", 3)?,
             small(o, "min_early_stopping_rate", 0)?,
@@ -170,7 +181,12 @@ impl Hyperband {
             return Err(Options::invalid("max_resource", "is required (the epochs a full trial runs)"));
         }
         let max = small(o, "max_resource", 0)?;
-        Hyperband::new(Objective::of(study), small(o, "min_resource", 1)?, max, small(o, "reduction_factor", 3)?)
+        Hyperband::new(
+            Objective::from_options(study, o)?,
+            small(o, "min_resource", 1)?,
+            max,
+            small(o, "reduction_factor", 3)?,
+        )
     }
 
     pub fn brackets(&self) -> usize {
@@ -217,7 +233,11 @@ impl MedianStop {
 
     /// Options `startup_trials` (5), `warmup_steps` (0).
     pub fn from_options(study: &Study, o: &Options) -> Result<MedianStop, String> {
-        Ok(MedianStop::new(Objective::of(study), o.usize("startup_trials", 5)?, small(o, "warmup_steps", 0)?))
+        Ok(MedianStop::new(
+            Objective::from_options(study, o)?,
+            o.usize("startup_trials", 5)?,
+            small(o, "warmup_steps", 0)?,
+        ))
     }
 }
 
@@ -254,6 +274,7 @@ fn small(o: &Options, key: &str, default: u32) -> Result<u32, String> {
 /// Every option a pruner reads: for `Options::check_known`.
 pub const OPTIONS: &[&str] = &[
     "rule",
+    "metric",
     "min_resource",
     "max_resource",
     "reduction_factor",
