@@ -1,8 +1,9 @@
 """random_py: uniform random search, the Python twin of plugins/random (src/lib.rs).
 
 Same algorithm and the same use of the random streams as the Rust plugin: one stream per next
-trial id (``Rng.derive(seed, next id)``), a `Space.sample` per suggestion, and up to 100
-resamples to avoid a point equal to a pending one (or one suggested earlier in the same batch).
+trial id (``Rng.derive(seed, next id)``), and `Space.sample_distinct`: a `Space.sample` per
+suggestion, with up to 100 resamples to avoid a point equal to a pending one (or one suggested
+earlier in the same batch).
 So for the same study both plugins suggest the same points (up to the last bit of a float:
 CPython's and Rust's exp/log inside a component may differ there).
 
@@ -30,16 +31,7 @@ class RandomSearch(hpo.Strategy):
         # continues the sequence instead of repeating its first points.
         rng = self.trial_rng(self.next_trial_id(pending))
         taken = hpo.encode_trials(self.space, pending)
-        out = []
-        for _ in range(count):
-            x = self.space.sample(rng)
-            for _ in range(100):
-                if not any(self.space.same_point(t, x, 0.0) for t in taken):
-                    break
-                x = self.space.sample(rng)
-            out.append(self.space.decode(x))
-            taken.append(x)
-        return out
+        return [self.space.decode(x) for x in self.space.sample_distinct(rng, taken, count)]
 
 
 # componentize-py looks up `Strategy`; natively (no generated bindings) this is RandomSearch itself.

@@ -274,6 +274,21 @@ class Space:
         """Draws a uniformly random assignment as a (snapped) unit-cube point (`rng.unit_point`)."""
         return self.snap(rng.unit_point(len(self._params)))
 
+    def sample_distinct(self, rng, taken, count: int) -> list:
+        """Uniform random search's draw: `count` points, each redrawn (up to 100 times) while it
+        decodes to the same assignment as one in `taken` or an earlier one of this call."""
+        taken = list(taken)
+        out = []
+        for _ in range(count):
+            x = self.sample(rng)
+            for _ in range(100):
+                if not any(self.same_point(t, x, 0.0) for t in taken):
+                    break
+                x = self.sample(rng)
+            taken.append(x)
+            out.append(x)
+        return out
+
     def cardinality(self):
         """Total number of distinct assignments; None when a float makes it infinite (or it
         exceeds 2^64 - 1, where the Rust SDK's count overflows)."""

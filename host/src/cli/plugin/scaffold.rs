@@ -29,7 +29,8 @@ pub(crate) const WIT: &str = include_str!("../../../../wit/hpo.wit");
 /// test functions, which only exist in this repository.
 const RUST_SDK: &[Embedded] = embed!("../../../../plugins/sdk/";
     "src/history.rs", "src/json.rs", "src/lib.rs", "src/llm/mod.rs", "src/llm/proposals.rs",
-    "src/logging.rs", "src/native.rs", "src/normal.rs", "src/qmc.rs", "src/rng.rs", "src/space.rs",
+    "src/logging.rs", "src/native.rs", "src/normal.rs", "src/pruning.rs", "src/qmc.rs", "src/rng.rs",
+    "src/space.rs",
     "src/types.rs",
 );
 
