@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Pruning against no pruning at equal wall time, as docs/benchmarks.md reports it.
 
-  python3 scripts/bench-pruning.py bench    [--seeds 10] [--time 20] [--function hartmann6]
-  python3 scripts/bench-pruning.py trainer  [--seeds 2] [--time 240]
+  python3 scripts/bench-pruning.py bench    [--seeds 10] [--time 30] [--function hartmann6]
+  python3 scripts/bench-pruning.py trainer  [--seeds 2] [--time 180]
 
 `bench`: a bench function with simulated learning curves (`[executor] epochs`, one epoch per
 `--epoch-s`), random search with and without the `pruner` plugin (ASHA), each run given the same
@@ -103,13 +103,13 @@ def main():
     ap.add_argument("--time", type=float, help="max_time of each run, seconds")
     ap.add_argument("--parallel", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--epoch-s", type=float, default=0.02, help="bench: seconds per simulated epoch")
+    ap.add_argument("--epoch-s", type=float, default=0.1, help="bench: seconds per simulated epoch")
     ap.add_argument("--function", default="hartmann6", help="bench: the test function")
     ap.add_argument("--out", help="write the runs as JSON here")
     args = ap.parse_args()
     bench = args.what == "bench"
     args.seeds = args.seeds or (10 if bench else 2)
-    args.time = args.time or (20 if bench else 240)
+    args.time = args.time or (30 if bench else 180)
     args.parallel = args.parallel or (4 if bench else 2)
     args.epochs = args.epochs or (27 if bench else 9)
     direction = "minimize" if bench else "maximize"

@@ -528,6 +528,47 @@ pub fn ctrl_c_twice_cancels_the_jobs(rig: &Rig) {
     }
 }
 
+/// A `[pruner]` beside the strategy: the median rule stops trials from the reports the executor
+/// polls; each pruned trial's job (or its process in a pilot) is stopped within an epoch of the
+/// decision, and the study records it pruned.
+pub fn pruning_stops_remote_trials(rig: &Rig, placement: &str) {
+    let tail = format!(
+        "[pruner]\nplugin = {:?}\noptions = {{ rule = \"median\", startup_trials = 1 }}\n",
+        alcf_tests::plugin("pruner").display().to_string()
+    );
+    let cfg = rig.config(&Study {
+        name: "prune",
+        trials: 8,
+        parallel: 4,
+        placement,
+        max_jobs: if placement == "pilot" { 1 } else { 4 },
+        slots: 4,
+        // 8 epochs of 2 s: a decision seen within a poll (1 s) stops the trial before its next one.
+        executor: "env = { TRIAL_SLEEP_S = \"16\", TRIAL_EPOCHS = \"8\" }",
+        tail: &tail,
+        ..Study::default()
+    });
+    let out = rig.run(&cfg, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let show = rig.study_show("prune");
+    let trials = show["trials"].as_array().unwrap();
+    let pruned: Vec<u64> =
+        trials.iter().filter(|t| t["state"] == "pruned").map(|t| t["id"].as_u64().unwrap()).collect();
+    assert!(!pruned.is_empty(), "nothing was pruned: {show:#}");
+    assert!(trials.iter().any(|t| t["state"] == "completed"), "{show:#}");
+    let events = show["events"].as_array().unwrap();
+    for id in &pruned {
+        let decision = events.iter().find(|e| e["kind"] == "prune" && e["trial"] == *id).expect("a prune event");
+        let step = serde_json::from_str::<serde_json::Value>(decision["message"].as_str().unwrap()).unwrap()["step"]
+            .as_u64()
+            .unwrap();
+        let dir = rig.remote_study("prune").join(format!("trials/{id:06}"));
+        let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default().lines().count() as u64;
+        assert!(lines <= step + 2, "trial {id} pruned at step {step} ran on to {lines} epochs");
+        assert!(!dir.join("result.json").exists(), "trial {id} was pruned but finished");
+    }
+}
+
 // ---- the tests: each scenario on a login node (`host = "local"`) and through SSH -------------
 
 /// A rig whose remote side is reached through a loopback sshd, with the master opened the way a
@@ -568,6 +609,17 @@ fn local_killed_host_resumes_its_jobs() {
 #[test]
 fn local_pilot_killed_by_walltime_requeues_its_trial() {
     a_pilot_killed_by_walltime_requeues_its_trial(&Rig::new(Host::Local));
+}
+
+#[test]
+fn local_pruning_stops_per_trial_jobs() {
+    pruning_stops_remote_trials(&Rig::new(Host::Local), "per_trial");
+}
+
+#[test]
+fn ssh_pruning_stops_trials_in_pilots() {
+    let (rig, _sshd) = ssh_rig();
+    pruning_stops_remote_trials(&rig, "pilot");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 """The trial program of the pbs executor's end-to-end tests (tests/e2e/pbs.rs).
 
 Speaks the trial protocol: reads params.json from the trial directory (argv[1]), appends two
-metrics lines, writes result.json atomically. It also writes seen.json with what it saw (its argv,
+metrics lines (TRIAL_EPOCHS of them, default 2, over TRIAL_SLEEP_S seconds), writes result.json
+atomically. It also writes seen.json with what it saw (its argv,
 the pinning variables, its parameters) and appends its job name to the study's ledger, so the
 tests can check that values arrive intact and that no trial runs twice.
 
@@ -40,9 +41,10 @@ marker = os.path.join(trial_dir, "slow-once.marker")
 if mode == "slow" or (mode == "slow-once" and not os.path.exists(marker)):
     open(marker, "w").close()
     sleep = float(os.environ.get("TRIAL_SLOW_S", "30"))
+epochs = int(os.environ.get("TRIAL_EPOCHS", "2"))
 with open(os.path.join(trial_dir, "metrics.jsonl"), "a") as f:
-    for epoch in range(2):
-        time.sleep(sleep / 2)
+    for epoch in range(epochs):
+        time.sleep(sleep / epochs)
         f.write(json.dumps({"epoch": epoch, "loss": (x - 0.3) ** 2 + 0.5 / (epoch + 1)}) + "\n")
         f.flush()
 if mode.startswith("fail"):

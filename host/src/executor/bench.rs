@@ -42,8 +42,9 @@ pub struct BenchExecutor {
     delay: Option<Duration>,
     /// Simulated learning curves: this many intermediate reports per trial ([`learning_curve`]).
     epochs: Option<u32>,
-    /// Jobs `cancel` asked to stop (their `wait` ends before the next epoch).
-    cancelled: Arc<Mutex<HashSet<String>>>,
+    /// Jobs `cancel` asked to stop, and the wake-up for their waits: a stopped trial ends at
+    /// once, as a killed process does, not at the end of its epoch.
+    cancelled: Arc<(Mutex<HashSet<String>>, tokio::sync::Notify)>,
 }
 
 /// A simulated learning curve for a trial whose final value is `value` (lower is better): epoch
@@ -67,6 +68,24 @@ pub fn learning_curve(value: f64, params: &[ParamValue], epochs: u32) -> Vec<f64
     let slowness = (0.1 + value.abs()) * u;
     let n = epochs.max(1) as f64;
     (1..=epochs.max(1)).map(|e| value + slowness * ((n / e as f64).sqrt() - 1.0)).collect()
+}
+
+/// Sleeps one epoch of `d`, or less when `job` is cancelled meanwhile (it stays in the set).
+async fn epoch(d: Duration, cancelled: &(Mutex<HashSet<String>>, tokio::sync::Notify), job: &str) {
+    let deadline = tokio::time::Instant::now() + d;
+    loop {
+        // Registered before the check, so a cancel between the two still wakes it.
+        let woken = cancelled.1.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if cancelled.0.lock().map(|c| c.contains(job)).unwrap_or(false) {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = &mut woken => {}
+        }
+    }
 }
 
 fn splitmix(mut z: u64) -> u64 {
@@ -205,9 +224,9 @@ impl Executor for BenchExecutor {
                 let mut lines: Vec<Metrics> = Vec::with_capacity(curve.len());
                 for (i, v) in curve.iter().enumerate() {
                     if let Some(d) = delay {
-                        tokio::time::sleep(d).await;
+                        epoch(d, &cancelled, &job.id).await;
                     }
-                    if cancelled.lock().map(|mut c| c.remove(&job.id)).unwrap_or(false) {
+                    if cancelled.0.lock().map(|mut c| c.remove(&job.id)).unwrap_or(false) {
                         let last = lines.last().cloned().unwrap_or_default();
                         let reason = format!("cancelled after {i} epochs");
                         let failure = Failure { reason, cause: FailureCause::Cancelled };
@@ -246,9 +265,10 @@ impl Executor for BenchExecutor {
 
     fn cancel(&self, jobs: Vec<JobHandle>) -> BoxFuture<Result<(), ExecutorError>> {
         if self.epochs.is_some()
-            && let Ok(mut c) = self.cancelled.lock()
+            && let Ok(mut c) = self.cancelled.0.lock()
         {
             c.extend(jobs.into_iter().map(|j| j.id));
+            self.cancelled.1.notify_waiters();
         }
         Box::pin(async { Ok(()) })
     }
