@@ -47,12 +47,14 @@ pub struct BenchExecutor {
     cancelled: Arc<(Mutex<HashSet<String>>, tokio::sync::Notify)>,
 }
 
-/// A simulated learning curve for a trial whose final value is `value` (lower is better): epoch
-/// `e` of `epochs` reports `value + slowness * ((epochs / e)^0.5 - 1)`, which falls to `value` at
-/// the last epoch. `slowness = (0.1 + |value|) * u`, with `u` in [0.1, 1] hashed from the
-/// trial's parameters, so curves fall at rates that differ between trials: early ranks say much
-/// about final ones, but not everything (curves cross), as with real training runs.
-pub fn learning_curve(value: f64, params: &[ParamValue], epochs: u32) -> Vec<f64> {
+/// A simulated learning curve for a trial whose final value is `value` (lower is better) on a
+/// function whose minimum is `optimum`: epoch `e` of `epochs` reports
+/// `value + slowness * ((epochs / e)^0.5 - 1)`, which falls to `value` at the last epoch, with
+/// `slowness = u * (value - optimum + 0.1 * (1 + |optimum|))` and `u` in [0.1, 1] hashed from
+/// the trial's parameters. Worse trials learn more slowly, as badly tuned training runs do, at
+/// rates that differ tenfold between trials: early ranks say much about final ones, but not
+/// everything (curves cross), so stopping early can stop the eventual best.
+pub fn learning_curve(value: f64, optimum: f64, params: &[ParamValue], epochs: u32) -> Vec<f64> {
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
     for p in params {
         let bits = match p {
@@ -65,7 +67,7 @@ pub fn learning_curve(value: f64, params: &[ParamValue], epochs: u32) -> Vec<f64
         h = splitmix(h ^ bits);
     }
     let u = 0.1 + 0.9 * ((h >> 11) as f64 / (1u64 << 53) as f64);
-    let slowness = (0.1 + value.abs()) * u;
+    let slowness = u * ((value - optimum).max(0.0) + 0.1 * (1.0 + optimum.abs()));
     let n = epochs.max(1) as f64;
     (1..=epochs.max(1)).map(|e| value + slowness * ((n / e as f64).sqrt() - 1.0)).collect()
 }
@@ -213,7 +215,8 @@ impl Executor for BenchExecutor {
         // noiseless value (TRUE_METRIC), which regret is measured on.
         let values = self.args(&trial).map(|a| {
             let value = (self.function.eval)(&a);
-            let curve = self.epochs.filter(|_| value.is_finite()).map(|n| learning_curve(value, &a, n));
+            let optimum = self.function.optimum;
+            let curve = self.epochs.filter(|_| value.is_finite()).map(|n| learning_curve(value, optimum, &a, n));
             (value, self.function.truth.as_ref().map(|t| t(&a)).filter(|t| t.is_finite()), curve)
         });
         let delay = self.delay;
@@ -367,7 +370,7 @@ mod tests {
             assert_eq!((line.trial, line.index, line.metrics[EPOCH_METRIC]), (3, i, (i + 1) as f64));
         }
         // Curves of other trials fall at other rates.
-        let other = learning_curve(value, &[ParamValue::Float(0.3), ParamValue::Float(0.7)], 6);
+        let other = learning_curve(value, bench.function.optimum, &[ParamValue::Float(0.3), ParamValue::Float(0.7)], 6);
         assert_eq!(other[5], value);
         assert_ne!(other[0], curve[0]);
 
