@@ -543,8 +543,10 @@ pub fn pruning_stops_remote_trials(rig: &Rig, placement: &str) {
         placement,
         max_jobs: if placement == "pilot" { 1 } else { 4 },
         slots: 4,
-        // 8 epochs of 2 s: a decision seen within a poll (1 s) stops the trial before its next one.
-        executor: "env = { TRIAL_SLEEP_S = \"16\", TRIAL_EPOCHS = \"8\" }",
+        // 8 epochs of 3 s: a decision seen within a poll (1 s) stops the trial (qdel, or the
+        // pilot's next look at its queue, 1 s) before the epoch after next, even on a busy CI
+        // machine.
+        executor: "env = { TRIAL_SLEEP_S = \"24\", TRIAL_EPOCHS = \"8\" }",
         tail: &tail,
         ..Study::default()
     });
