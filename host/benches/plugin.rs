@@ -86,6 +86,7 @@ fn study(space: &SearchSpace, seed: u64) -> StudyInfo {
         space: space.clone(),
         direction: Direction::Minimize,
         objective: "value".into(),
+        objectives: Vec::new(),
         seed,
         budget: None,
         parallelism: 1,

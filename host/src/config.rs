@@ -100,8 +100,12 @@ struct FileLlm {
 #[serde(deny_unknown_fields)]
 struct FileStudy {
     name: Option<String>,
-    objective: Option<String>,
-    direction: Option<Direction>,
+    objective: Option<Spanned<String>>,
+    direction: Option<Spanned<Direction>>,
+    /// A multi-objective study: `[{ metric = "curve_auc", direction = "maximize" }, ...]`.
+    objectives: Option<Spanned<Vec<Spanned<FileObjective>>>>,
+    /// The hypervolume's reference point, one value per objective (in the objectives' units).
+    hypervolume_reference: Option<Spanned<Vec<f64>>>,
     trials: Option<u32>,
     max_time: Option<Spanned<String>>,
     parallel: Option<Spanned<u32>>,
@@ -110,6 +114,14 @@ struct FileStudy {
     root: Option<String>,
     retries: Option<u32>,
     enqueue: Option<Vec<Spanned<toml::Table>>>,
+}
+
+/// One entry of `[study] objectives`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileObjective {
+    metric: String,
+    direction: Option<Direction>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,6 +468,13 @@ pub struct Config {
     pub name: Option<String>,
     pub objective: Option<String>,
     pub direction: Option<Direction>,
+    /// `[study] objectives`: every objective in order, the first also in `objective` and
+    /// `direction`. Empty when the config names its objective with `objective`/`direction`; more
+    /// than one entry makes the study multi-objective.
+    pub objectives: Vec<(String, Direction)>,
+    /// `[study] hypervolume_reference`: the reference point of a multi-objective study's
+    /// hypervolume, one value per objective; `None`: the rule of `study show` (docs/config.md).
+    pub hypervolume_reference: Option<Vec<f64>>,
     pub trials: Option<u32>,
     pub max_time: Option<Duration>,
     pub parallel: u32,
@@ -494,6 +513,8 @@ impl Default for Config {
             name: None,
             objective: None,
             direction: None,
+            objectives: Vec::new(),
+            hypervolume_reference: None,
             trials: None,
             max_time: None,
             parallel: 1,
@@ -778,8 +799,77 @@ impl Config {
         let mut config = Config { source: Some(path.into()), ..Config::default() };
         let s = file.study;
         config.name = s.name;
-        config.objective = s.objective;
-        config.direction = s.direction;
+        config.objective = s.objective.as_ref().map(|o| o.get_ref().clone());
+        config.direction = s.direction.as_ref().map(|d| *d.get_ref());
+        if let Some(list) = s.objectives {
+            let span = list.span();
+            if let Some(key) = s.objective.as_ref().map(Spanned::span).or(s.direction.as_ref().map(Spanned::span)) {
+                return Err(invalid(
+                    key,
+                    "study.objectives",
+                    "give the objectives either as `objectives = [{ metric = \"...\", direction = \"...\" }, ...]` or as `objective` and `direction`, not both: remove `objective` and `direction`".into(),
+                ));
+            }
+            let list = list.into_inner();
+            if list.is_empty() {
+                return Err(invalid(
+                    span,
+                    "study.objectives",
+                    "is empty: list each objective, e.g. objectives = [{ metric = \"curve_auc\", direction = \"maximize\" }, { metric = \"train_seconds\", direction = \"minimize\" }]".into(),
+                ));
+            }
+            for (i, entry) in list.into_iter().enumerate() {
+                let at = entry.span();
+                let o = entry.into_inner();
+                let field = format!("study.objectives[{i}]");
+                if o.metric.trim().is_empty() {
+                    return Err(invalid(at, &format!("{field}.metric"), "must name a metric the trial writes".into()));
+                }
+                let Some(direction) = o.direction else {
+                    return Err(invalid(
+                        at,
+                        &format!("{field}.direction"),
+                        format!(
+                            "is missing: say whether `{}` is to be maximized or minimized (direction = \"maximize\" or \"minimize\")",
+                            o.metric
+                        ),
+                    ));
+                };
+                if config.objectives.iter().any(|(m, _)| *m == o.metric) {
+                    return Err(invalid(at, &format!("{field}.metric"), format!("`{}` is listed twice", o.metric)));
+                }
+                config.objectives.push((o.metric, direction));
+            }
+            config.objective = Some(config.objectives[0].0.clone());
+            config.direction = Some(config.objectives[0].1);
+        }
+        if let Some(r) = s.hypervolume_reference {
+            let (span, r) = (r.span(), r.into_inner());
+            let n = config.objectives.len();
+            if n < 2 {
+                return Err(invalid(
+                    span,
+                    "study.hypervolume_reference",
+                    "is for multi-objective studies: list their objectives in `objectives = [...]`, or remove it"
+                        .into(),
+                ));
+            }
+            if r.len() != n {
+                return Err(invalid(
+                    span,
+                    "study.hypervolume_reference",
+                    format!(
+                        "has {} value(s) but the study has {n} objectives ({}): give one per objective, in their order",
+                        r.len(),
+                        config.objectives.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if r.iter().any(|v| !v.is_finite()) {
+                return Err(invalid(span, "study.hypervolume_reference", "must be finite numbers".into()));
+            }
+            config.hypervolume_reference = Some(r);
+        }
         config.trials = s.trials;
         config.seed = s.seed.unwrap_or(0);
         config.root = s.root.map(|r| base.join(r));
@@ -926,6 +1016,11 @@ impl Config {
 }
 
 impl Config {
+    /// Whether the study has more than one objective.
+    pub fn is_multi_objective(&self) -> bool {
+        self.objectives.len() > 1
+    }
+
     /// Validates the `[[study.enqueue]]` entries against `space` and returns them in stored form.
     /// An error names the file, the line and `study.enqueue[i].PARAM`.
     pub fn check_enqueue(
@@ -1069,16 +1164,40 @@ enum ParamDef {
         high: f64,
         #[serde(default)]
         log: bool,
+        when: Option<toml::Table>,
     },
     Int {
         low: i64,
         high: i64,
         #[serde(default)]
         log: bool,
+        when: Option<toml::Table>,
     },
     Choice {
         values: Vec<toml::Value>,
+        when: Option<toml::Table>,
     },
+}
+
+/// `when = { model = "cnn" }` or `when = { model = ["cnn", "vgg16"] }`: the parent and the
+/// labels it must have (numbers and booleans as their labels, as for choices).
+fn condition_of(when: toml::Table) -> Result<crate::space::Condition, String> {
+    let usage =
+        "write `when = { PARENT = \"VALUE\" }` or `when = { PARENT = [\"A\", \"B\"] }`, PARENT a choice parameter";
+    let mut entries = when.into_iter();
+    let (Some((parent, values)), None) = (entries.next(), entries.next()) else {
+        return Err(format!("`when` names exactly one parent parameter; {usage}"));
+    };
+    let values = match values {
+        toml::Value::Array(v) => v,
+        one => vec![one],
+    };
+    let mut labels = Vec::with_capacity(values.len());
+    for v in values {
+        let json = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
+        labels.push(Choice::from_json(json).map_err(|m| format!("`when`: {m}; {usage}"))?.label);
+    }
+    Ok(crate::space::Condition { parent, values: labels })
 }
 
 fn space_from_table(table: toml::Table, text: &str, path: &Path) -> Result<SearchSpace, ConfigError> {
@@ -1088,6 +1207,7 @@ fn space_from_table(table: toml::Table, text: &str, path: &Path) -> Result<Searc
         text.find(&format!("\n{name} ")).or_else(|| text.find(&format!("\n{name}="))).map_or(1, |o| lines.line(o + 1))
     };
     let mut params = Vec::with_capacity(table.len());
+    let mut conditions = Vec::new();
     for (name, value) in table {
         let field = format!("space.{name}");
         let def: ParamDef = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
@@ -1100,10 +1220,10 @@ fn space_from_table(table: toml::Table, text: &str, path: &Path) -> Result<Searc
                 e.message()
             ),
         })?;
-        let domain = match def {
-            ParamDef::Float { low, high, log } => Domain::Float { low, high, log },
-            ParamDef::Int { low, high, log } => Domain::Int { low, high, log },
-            ParamDef::Choice { values } => {
+        let (domain, when) = match def {
+            ParamDef::Float { low, high, log, when } => (Domain::Float { low, high, log }, when),
+            ParamDef::Int { low, high, log, when } => (Domain::Int { low, high, log }, when),
+            ParamDef::Choice { values, when } => {
                 let mut choices = Vec::with_capacity(values.len());
                 for v in values {
                     let json = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
@@ -1114,16 +1234,26 @@ fn space_from_table(table: toml::Table, text: &str, path: &Path) -> Result<Searc
                         message: m,
                     })?);
                 }
-                Domain::Choice(choices)
+                (Domain::Choice(choices), when)
             }
         };
+        if let Some(when) = when {
+            let c = condition_of(when).map_err(|message| ConfigError::Invalid {
+                path: path.into(),
+                line: line_of(&name),
+                field: format!("{field}.when"),
+                message,
+            })?;
+            conditions.push((name.clone(), c));
+        }
         params.push(Param { name, domain });
     }
-    SearchSpace::new(params).map_err(|e| {
+    SearchSpace::new(params).and_then(|s| s.with_conditions(conditions)).map_err(|e| {
         let (line, field) = match &e {
             crate::space::SpaceError::BadParam { name, .. } | crate::space::SpaceError::Duplicate(name) => {
                 (line_of(name), format!("space.{name}"))
             }
+            crate::space::SpaceError::BadCondition { name, .. } => (line_of(name), format!("space.{name}.when")),
             crate::space::SpaceError::Empty => (1, "space".into()),
         };
         ConfigError::Invalid { path: path.into(), line, field, message: e.to_string() }
@@ -1251,6 +1381,41 @@ epochs = { type = "int", low = 1, high = 5 }
         let text = "[study]\nparallel = 0\n";
         let e = Config::parse(text, Path::new("v.toml")).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("study.parallel"), "{e}");
+    }
+
+    #[test]
+    fn multi_objective_studies() {
+        let text = "[study]\nobjectives = [\n  { metric = \"curve_auc\", direction = \"maximize\" },\n  { metric = \"train_seconds\", direction = \"minimize\" },\n]\nhypervolume_reference = [0.0, 600.0]\n";
+        let c = Config::parse(text, Path::new("m.toml")).unwrap();
+        assert!(c.is_multi_objective());
+        assert_eq!(
+            c.objectives,
+            vec![("curve_auc".to_string(), Direction::Maximize), ("train_seconds".to_string(), Direction::Minimize)]
+        );
+        assert_eq!((c.objective.as_deref(), c.direction), (Some("curve_auc"), Some(Direction::Maximize)));
+        assert_eq!(c.hypervolume_reference, Some(vec![0.0, 600.0]));
+        let single = Config::parse("[study]\nobjective = \"loss\"\n", Path::new("s.toml")).unwrap();
+        assert!(!single.is_multi_objective() && single.objectives.is_empty());
+
+        let err = |t: &str| Config::parse(t, Path::new("m.toml")).unwrap_err().to_string();
+        let e = err("[study]\nobjective = \"a\"\nobjectives = [{ metric = \"b\", direction = \"minimize\" }]\n");
+        assert!(e.contains("m.toml, line 2: field `study.objectives`") && e.contains("not both"), "{e}");
+        let e =
+            err("[study]\nobjectives = [\n { metric = \"a\", direction = \"maximize\" },\n { metric = \"b\" },\n]\n");
+        assert!(e.contains("line 4: field `study.objectives[1].direction`") && e.contains("\"maximize\""), "{e}");
+        let e = err("[study]\nobjectives = [{ metric = \"a\", direction = \"up\" }]\n");
+        assert!(e.contains("line 2") && e.contains("up"), "{e}");
+        let e = err("[study]\nobjectives = []\n");
+        assert!(e.contains("line 2: field `study.objectives`") && e.contains("is empty"), "{e}");
+        let e = err(
+            "[study]\nobjectives = [{ metric = \"a\", direction = \"minimize\" }, { metric = \"a\", direction = \"maximize\" }]\n",
+        );
+        assert!(e.contains("study.objectives[1].metric") && e.contains("twice"), "{e}");
+        let two = "[study]\nobjectives = [{ metric = \"a\", direction = \"minimize\" }, { metric = \"b\", direction = \"maximize\" }]\n";
+        let e = err(&format!("{two}hypervolume_reference = [1.0]\n"));
+        assert!(e.contains("line 3: field `study.hypervolume_reference`") && e.contains("(a, b)"), "{e}");
+        let e = err("[study]\nobjective = \"a\"\nhypervolume_reference = [1.0]\n");
+        assert!(e.contains("line 3") && e.contains("multi-objective"), "{e}");
     }
 
     const SPACE: &str = "

@@ -8,6 +8,7 @@
 //! - [`config`]: the TOML study configuration.
 //! - [`study`]: the study database (SQLite) and its lock.
 //! - [`trial`]: the trial lifecycle every driver goes through.
+//! - [`multi`]: multi-objective studies: their stored objectives, Pareto fronts and hypervolumes.
 //! - [`plugin`]: the wasmtime runtime that loads and sandboxes strategy plugins.
 //! - [`executor`]: how trials run (bench functions, local subprocesses) and the contract for remote ones.
 //! - [`campaign`]: the ask/tell loop that ties them together, and its events.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod executor;
 pub mod llm;
 pub mod machine;
+pub mod multi;
 pub mod plugin;
 pub mod space;
 pub mod study;

@@ -78,11 +78,21 @@ pub struct Param {
     pub domain: Domain,
 }
 
-/// An ordered list of parameters. The order is the configuration's and is part of the study:
-/// strategies see it, and it fixes the column order of reports.
+/// When a conditional parameter is active: its parent (a choice parameter defined before it, itself
+/// active) has one of `values` (labels), as `width` only when `model = "cnn"`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub parent: String,
+    pub values: Vec<String>,
+}
+
+/// An ordered list of parameters, some of them conditional. The order is the configuration's and
+/// is part of the study: strategies see it, and it fixes the column order of reports.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct SearchSpace {
     params: Vec<Param>,
+    /// Conditional parameters by name.
+    conditions: BTreeMap<String, Condition>,
 }
 
 /// A validated assignment: one value per parameter, in the space's order.
@@ -99,6 +109,8 @@ pub enum SpaceError {
     Duplicate(String),
     #[error("the search space is empty: define at least one parameter")]
     Empty,
+    #[error("parameter `{name}`: `when` {reason}")]
+    BadCondition { name: String, reason: String },
 }
 
 /// Why a proposed assignment was refused. Each names the parameter and what was expected.
@@ -129,7 +141,59 @@ impl SearchSpace {
             }
             check_param(p)?;
         }
-        Ok(SearchSpace { params })
+        Ok(SearchSpace { params, conditions: BTreeMap::new() })
+    }
+
+    /// The space with conditional parameters (`when` in the config). Each parent must be a choice
+    /// parameter defined before its child (so conditions never form a cycle), and each value one
+    /// of its labels.
+    pub fn with_conditions(mut self, conditions: Vec<(String, Condition)>) -> Result<SearchSpace, SpaceError> {
+        for (name, c) in conditions {
+            let bad = |reason: String| SpaceError::BadCondition { name: name.clone(), reason };
+            let Some(child) = self.params.iter().position(|p| p.name == name) else {
+                return Err(bad("belongs to no parameter of the space".into()));
+            };
+            let Some(parent) = self.params.iter().position(|p| p.name == c.parent) else {
+                return Err(bad(format!("names `{}`, which is not a parameter of the space", c.parent)));
+            };
+            if parent >= child {
+                return Err(bad(format!("names `{}`, which must be defined before `{name}`", c.parent)));
+            }
+            let Domain::Choice(choices) = &self.params[parent].domain else {
+                return Err(bad(format!("names `{}`, which is not a choice parameter", c.parent)));
+            };
+            if c.values.is_empty() {
+                return Err(bad("lists no values".into()));
+            }
+            for v in &c.values {
+                if !choices.iter().any(|o| &o.label == v) {
+                    return Err(bad(format!(
+                        "`{}` is not an option of `{}` ({})",
+                        v,
+                        c.parent,
+                        self.params[parent].domain.describe()
+                    )));
+                }
+            }
+            if self.conditions.insert(name.clone(), c).is_some() {
+                return Err(bad("is given twice".into()));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The condition of a conditional parameter.
+    pub fn condition(&self, name: &str) -> Option<&Condition> {
+        self.conditions.get(name)
+    }
+
+    /// Whether `name` is active given the values chosen so far (its parents come first).
+    fn active(&self, name: &str, chosen: &[(String, Value)]) -> bool {
+        let Some(c) = self.conditions.get(name) else { return true };
+        match chosen.iter().find(|(n, _)| *n == c.parent) {
+            Some((_, Value::Choice(label))) => c.values.contains(label),
+            _ => false,
+        }
     }
 
     pub fn params(&self) -> &[Param] {
@@ -146,7 +210,8 @@ impl SearchSpace {
 
     /// Checks an untrusted assignment: every parameter exactly once, of the right type, in range.
     /// An integer-valued float for an int parameter is refused: a plugin that mixes them up has a bug
-    /// the author should see.
+    /// the author should see. A conditional parameter whose condition does not hold is left out
+    /// of the result, whether it was given or not (a strategy may propose every parameter).
     pub fn validate(&self, proposed: &[(String, Value)]) -> Result<Assignment, InvalidAssignment> {
         for (i, (name, _)) in proposed.iter().enumerate() {
             if proposed[..i].iter().any(|(n, _)| n == name) {
@@ -159,8 +224,11 @@ impl SearchSpace {
                 });
             }
         }
-        let mut values = Vec::with_capacity(self.params.len());
+        let mut values: Vec<(String, Value)> = Vec::with_capacity(self.params.len());
         for p in &self.params {
+            if !self.active(&p.name, &values) {
+                continue;
+            }
             let Some((_, v)) = proposed.iter().find(|(n, _)| *n == p.name) else {
                 return Err(InvalidAssignment::Missing { name: p.name.clone() });
             };
@@ -298,8 +366,11 @@ impl Assignment {
 
     /// Reads an assignment back from its stored JSON form (the inverse of [`Assignment::to_json`]).
     pub fn from_json(space: &SearchSpace, json: &serde_json::Map<String, Json>) -> Result<Assignment, String> {
-        let mut values = Vec::with_capacity(space.params().len());
+        let mut values: Vec<(String, Value)> = Vec::with_capacity(space.params().len());
         for p in space.params() {
+            if !space.active(&p.name, &values) {
+                continue;
+            }
             let j = json.get(&p.name).ok_or_else(|| format!("stored trial lacks parameter `{}`", p.name))?;
             let v = match &p.domain {
                 Domain::Float { .. } => {
@@ -344,17 +415,23 @@ impl SearchSpace {
         Json::Array(
             self.params
                 .iter()
-                .map(|p| match &p.domain {
-                    Domain::Float { low, high, log } => {
-                        serde_json::json!({"name": p.name, "type": "float", "low": low, "high": high, "log": log})
+                .map(|p| {
+                    let mut j = match &p.domain {
+                        Domain::Float { low, high, log } => {
+                            serde_json::json!({"name": p.name, "type": "float", "low": low, "high": high, "log": log})
+                        }
+                        Domain::Int { low, high, log } => {
+                            serde_json::json!({"name": p.name, "type": "int", "low": low, "high": high, "log": log})
+                        }
+                        Domain::Choice(c) => {
+                            let values: Vec<Json> = c.iter().map(|c| c.json.clone()).collect();
+                            serde_json::json!({"name": p.name, "type": "choice", "values": values})
+                        }
+                    };
+                    if let Some(c) = self.conditions.get(&p.name) {
+                        j["when"] = serde_json::json!({ c.parent.clone(): c.values });
                     }
-                    Domain::Int { low, high, log } => {
-                        serde_json::json!({"name": p.name, "type": "int", "low": low, "high": high, "log": log})
-                    }
-                    Domain::Choice(c) => {
-                        let values: Vec<Json> = c.iter().map(|c| c.json.clone()).collect();
-                        serde_json::json!({"name": p.name, "type": "choice", "values": values})
-                    }
+                    j
                 })
                 .collect(),
         )
@@ -363,6 +440,7 @@ impl SearchSpace {
     pub fn from_json(json: &Json) -> Result<SearchSpace, String> {
         let list = json.as_array().ok_or("a stored space is a JSON list")?;
         let mut params = Vec::with_capacity(list.len());
+        let mut conditions = Vec::new();
         for p in list {
             let field = |k: &str| p.get(k).ok_or_else(|| format!("stored parameter lacks `{k}`: {p}"));
             let name = field("name")?.as_str().ok_or("parameter name is not a string")?.to_string();
@@ -388,9 +466,17 @@ impl SearchSpace {
                 ),
                 other => return Err(format!("unknown parameter type {other:?}")),
             };
+            if let Some((parent, values)) = p.get("when").and_then(Json::as_object).and_then(|w| w.iter().next()) {
+                let values = values.as_array().ok_or("`when` values are not a list")?;
+                let values = values.iter().map(|v| v.as_str().map(str::to_string).ok_or("`when` value is not a label"));
+                conditions.push((
+                    name.clone(),
+                    Condition { parent: parent.clone(), values: values.collect::<Result<_, _>>()? },
+                ));
+            }
             params.push(Param { name, domain });
         }
-        SearchSpace::new(params).map_err(|e| e.to_string())
+        SearchSpace::new(params).and_then(|s| s.with_conditions(conditions)).map_err(|e| e.to_string())
     }
 }
 

@@ -10,7 +10,8 @@
 //!   on it, and a failure to store it is an error, not a log line.
 //! - A finished row is never modified.
 //! - The objective is read from the run report here, and only here: missing, NaN, infinite or
-//!   non-numeric means the trial failed, with the reason.
+//!   non-numeric means the trial failed, with the reason. In a multi-objective study that holds
+//!   for every objective ([`TrialService::set_objectives`]); `value` is the first one's.
 //!
 //! The service knows nothing about plugins' internals or executors' mechanics: it speaks
 //! [`TrialSpec`], [`RunReport`] and [`JobHandle`], and the plugin-facing [`Observation`].
@@ -84,6 +85,9 @@ pub struct TrialService {
     space: SearchSpace,
     rules: TrialRules,
     tally: Tally,
+    /// A multi-objective study's objectives after the first (which is `rules.objective`); empty
+    /// for a single objective. See [`TrialService::set_objectives`].
+    more_objectives: Vec<(String, Direction)>,
 }
 
 /// What a study holds when a run starts.
@@ -99,7 +103,13 @@ impl TrialService {
     /// Reads the study's trials: counts them, and splits them into history and unfinished work.
     pub fn load(db: Arc<StudyDb>, space: SearchSpace, rules: TrialRules) -> Result<Loaded, StudyError> {
         let rows = db.trials()?;
-        let mut service = TrialService { db, space, rules, tally: Tally { total: rows.len(), ..Tally::default() } };
+        let mut service = TrialService {
+            db,
+            space,
+            rules,
+            tally: Tally { total: rows.len(), ..Tally::default() },
+            more_objectives: Vec::new(),
+        };
         let mut history = Vec::new();
         let mut unfinished = Vec::new();
         for row in rows {
@@ -127,6 +137,13 @@ impl TrialService {
 
     pub fn tally(&self) -> Tally {
         self.tally
+    }
+
+    /// Makes the study multi-objective: `objectives` is every objective in order, the first being
+    /// `rules.objective`. A trial then completes only when it reports a finite value for each;
+    /// its `value`, and the study's best, stay the first objective's.
+    pub fn set_objectives(&mut self, objectives: &[(String, Direction)]) {
+        self.more_objectives = objectives.iter().skip(1).cloned().collect();
     }
 
     /// Trials the budget still allows (`None`: no trial budget).
@@ -165,7 +182,16 @@ impl TrialService {
         } else {
             self.rules.trials_dir.join(format!("{id:06}"))
         };
-        TrialSpec { id, attempt, params, params_json, dir, job_name: job_name(&self.rules.study, id, attempt), slot: 0 }
+        TrialSpec {
+            id,
+            attempt,
+            params,
+            params_json,
+            dir,
+            job_name: job_name(&self.rules.study, id, attempt),
+            slot: 0,
+            parent: None,
+        }
     }
 
     /// Writes a validated trial as `pending` and returns its first attempt's spec.
@@ -174,6 +200,15 @@ impl TrialService {
         self.tally.total += 1;
         self.tally.this_run += 1;
         Ok(self.spec(id, 1, params))
+    }
+
+    /// Writes a validated trial that starts from `parent`'s directory (an agent's `jobs.submit`);
+    /// the parent must be a trial of this study.
+    pub fn create_child(&mut self, params: Assignment, parent: u64) -> Result<TrialSpec, StudyError> {
+        let id = self.db.insert_child(&params.to_json(&self.space), Some(parent))?;
+        self.tally.total += 1;
+        self.tally.this_run += 1;
+        Ok(TrialSpec { parent: Some(parent), ..self.spec(id, 1, params) })
     }
 
     /// Turns an enqueued configuration into a `pending` trial (one transaction) and returns its spec.
@@ -188,7 +223,7 @@ impl TrialService {
     pub fn spec_of(&self, row: &TrialRow) -> Result<TrialSpec, StudyError> {
         let params = Assignment::from_json(&self.space, &row.params)
             .map_err(|m| StudyError::Corrupt(format!("trial {}: {m}", row.id)))?;
-        Ok(self.spec(row.id, row.attempt, params))
+        Ok(TrialSpec { parent: row.parent, ..self.spec(row.id, row.attempt, params) })
     }
 
     /// Stores the job of a submitted trial. Must succeed before anyone waits on the job.
@@ -199,7 +234,7 @@ impl TrialService {
     /// Puts a trial back to `pending` as its next attempt.
     pub fn rerun(&self, trial: &TrialSpec) -> Result<TrialSpec, StudyError> {
         let attempt = self.db.reset_for_rerun(trial.id)?;
-        Ok(self.spec(trial.id, attempt, trial.params.clone()))
+        Ok(TrialSpec { parent: trial.parent, ..self.spec(trial.id, attempt, trial.params.clone()) })
     }
 
     /// Judges a finished run: completed with its objective, or failed with the reason.
@@ -229,6 +264,26 @@ impl TrialService {
         if let Some((_, raw)) = report.non_numeric.iter().find(|(k, _)| k == objective) {
             let reason = format!("objective `{objective}` in result.json is {raw}, not a finite number");
             return failed(reason, report, false, false);
+        }
+        // A multi-objective study's other objectives: each reported and finite, or the trial failed.
+        for (name, _) in &self.more_objectives {
+            if let Some((_, raw)) = report.non_numeric.iter().find(|(k, _)| k == name) {
+                let reason = format!("objective `{name}` in result.json is {raw}, not a finite number");
+                return failed(reason, report, false, false);
+            }
+            match report.metrics.get(name).copied() {
+                Some(v) if v.is_finite() => {}
+                Some(v) => return failed(format!("objective `{name}` is {v}"), report, false, false),
+                None if !report.metrics.contains_key(objective) => break, // said below, for the first
+                None => {
+                    let names: Vec<&str> = report.metrics.keys().map(String::as_str).collect();
+                    let reason = format!(
+                        "the trial reported no objective `{name}` (it reported: {}); a multi-objective study needs every objective: fix study.objectives or the program",
+                        names.join(", ")
+                    );
+                    return failed(reason, report, true, false);
+                }
+            }
         }
         match report.metrics.get(objective).copied() {
             Some(v) if v.is_finite() => Judged {
@@ -331,4 +386,71 @@ pub fn describe_params(params: &serde_json::Map<String, serde_json::Value>) -> S
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::{Domain, Param};
+
+    fn service(objectives: &[(&str, Direction)]) -> TrialService {
+        let space = SearchSpace::new(vec![Param {
+            name: "x".into(),
+            domain: Domain::Float { low: 0.0, high: 1.0, log: false },
+        }])
+        .unwrap();
+        let meta = crate::study::StudyMeta {
+            name: "t".into(),
+            objective: objectives[0].0.into(),
+            direction: objectives[0].1.as_str().into(),
+            seed: 0,
+            space: space.to_json(),
+            executor: "bench".into(),
+            plugin: "p".into(),
+            plugin_sha256: "0".into(),
+            created_at: 0.0,
+        };
+        let db = Arc::new(StudyDb::in_memory(&meta).unwrap());
+        let rules = TrialRules {
+            study: "t".into(),
+            trials_dir: PathBuf::new(),
+            objective: objectives[0].0.into(),
+            direction: objectives[0].1,
+            budget: None,
+            retries: 0,
+        };
+        let mut s = TrialService::load(db, space, rules).unwrap().service;
+        let all: Vec<(String, Direction)> = objectives.iter().map(|(n, d)| (n.to_string(), *d)).collect();
+        s.set_objectives(&all);
+        s
+    }
+
+    fn judge(s: &TrialService, metrics: &[(&str, f64)]) -> Judged {
+        let params = s.validate(&[("x".into(), Value::Float(0.5))]).unwrap();
+        let report =
+            RunReport { metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(), ..RunReport::default() };
+        s.judge(&s.spec(1, 1, params), report)
+    }
+
+    #[test]
+    fn every_objective_of_a_multi_objective_study_must_be_reported() {
+        let s = service(&[("auc", Direction::Maximize), ("secs", Direction::Minimize)]);
+        let ok = judge(&s, &[("auc", 0.9), ("secs", 12.0)]);
+        assert_eq!((ok.finish.state, ok.finish.value), (TrialState::Completed, Some(0.9)));
+
+        let j = judge(&s, &[("auc", 0.9), ("loss", 1.0)]);
+        assert_eq!(j.finish.state, TrialState::Failed);
+        assert!(j.objective_missing);
+        let why = j.finish.failure.unwrap();
+        assert!(why.contains("no objective `secs`") && why.contains("auc, loss"), "{why}");
+
+        let j = judge(&s, &[("auc", 0.9), ("secs", f64::NAN)]);
+        assert!(j.finish.failure.unwrap().contains("objective `secs` is NaN"));
+        // The first objective missing is said as before, for the first.
+        let j = judge(&s, &[("secs", 3.0)]);
+        assert!(j.finish.failure.unwrap().contains("no objective `auc`"));
+        // A single-objective study ignores other metrics.
+        let single = service(&[("auc", Direction::Maximize)]);
+        assert_eq!(judge(&single, &[("auc", 0.5)]).finish.state, TrialState::Completed);
+    }
 }

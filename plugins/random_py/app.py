@@ -21,6 +21,7 @@ class RandomSearch(hpo.Strategy):
     version = "0.1.0"
     description = "Uniform random search (Python)"
     capabilities = []
+    multi_objective = True  # it ignores the objectives, so any number of them is fine
 
     def __init__(self, study: hpo.Study):
         hpo.Options(study.options).check_known([])  # no options; reject typos (before the space, as in Rust)

@@ -103,6 +103,7 @@ fn spec(study: &str, space: &SearchSpace, id: u64, dir: &Path) -> TrialSpec {
         dir: dir.join(format!("{id:06}")),
         job_name: job_name(study, id, 1),
         slot: (id - 1) as u32,
+        parent: None,
     }
 }
 

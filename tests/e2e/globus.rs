@@ -160,6 +160,7 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
         dir: dir.path().join("unused"),
         job_name: job_name("sdk", 7, 1),
         slot: 0,
+        parent: None,
     };
     let input = serde_json::json!({
         "code": wire::function_code(FUNCTION_NAME, TRIAL_SOURCE),

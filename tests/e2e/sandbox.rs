@@ -434,6 +434,7 @@ mod runtime {
             space: space(d),
             direction: Direction::Minimize,
             objective: "value".into(),
+            objectives: Vec::new(),
             seed: 1,
             budget: None,
             parallelism: 1,

@@ -55,6 +55,14 @@ struct TrainArgs {
     /// keeps only checkpoint/state.json)
     #[arg(long)]
     keep_checkpoint: bool,
+    /// Start from the model weights of the run in DIR (kept with --keep-checkpoint), with this
+    /// run's hyperparameters and a fresh optimizer
+    #[arg(long, value_name = "DIR")]
+    init_from: Option<PathBuf>,
+    /// Start from the trial in $ALCF_PARENT_DIR when the host sets it (an agent such as the pbt
+    /// plugin started this trial from another one's checkpoint); like --init-from "$ALCF_PARENT_DIR"
+    #[arg(long, conflicts_with = "init_from")]
+    init_from_parent: bool,
 
     /// resnet18 | resnet34 | resnet50 | vgg16 | densenet121 | cnn   [default: resnet18]
     #[arg(long, value_parser = parse_choice::<ModelKind>)]
@@ -268,6 +276,9 @@ fn run(cli: Cli) -> Result<()> {
                 verbose: !a.quiet,
                 stop_after: a.stop_after,
                 keep_checkpoint: a.keep_checkpoint,
+                init_from: a.init_from.clone().or_else(|| {
+                    a.init_from_parent.then(|| std::env::var_os("ALCF_PARENT_DIR").map(PathBuf::from)).flatten()
+                }),
             };
             if let Err(e) = train::run(&cfg, &opts) {
                 if let Some(s) = e.downcast_ref::<train::Stopped>() {

@@ -35,6 +35,45 @@ pub struct RunOptions {
     /// Keep the final model and optimizer tensors in `checkpoint/` (by default a finished run keeps
     /// only `checkpoint/state.json`, enough for `--resume` to answer with the same result).
     pub keep_checkpoint: bool,
+    /// A run directory whose kept checkpoint (`--keep-checkpoint`) this run starts from: its model
+    /// weights, with this run's own hyperparameters and a fresh optimizer (population-based
+    /// training's exploit step). Ignored when `--resume` finds this run's own checkpoint.
+    pub init_from: Option<PathBuf>,
+}
+
+/// The settings a checkpoint's tensors depend on: a run can start from another's weights only
+/// when these agree.
+const ARCHITECTURE: [&str; 3] = ["model", "width", "depth"];
+
+/// Loads the model weights of the run in `dir` (its final kept checkpoint) into `vs`.
+fn inherit(dir: &Path, cfg: &TrainConfig, vs: &mut nn::VarStore) -> Result<i64> {
+    let state_p = dir.join(CHECKPOINT_DIR).join(STATE_FILE);
+    let text = fs::read_to_string(&state_p).with_context(|| {
+        format!("--init-from: cannot read {} (is {} a finished trial's directory?)", state_p.display(), dir.display())
+    })?;
+    let st: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", state_p.display()))?;
+    let now = cfg.fingerprint();
+    for k in ARCHITECTURE {
+        if st["config"].get(k) != now.get(k) {
+            bail!(
+                "--init-from {}: its checkpoint has {k} = {}, this run {k} = {}; a run can only start from the weights of the same architecture (hold {k} fixed)",
+                dir.display(),
+                st["config"].get(k).unwrap_or(&Value::Null),
+                now.get(k).unwrap_or(&Value::Null)
+            );
+        }
+    }
+    let epoch = st["epoch"].as_i64().context("checkpoint state lacks 'epoch'")?;
+    let (model_p, _) = checkpoint_paths(dir, epoch);
+    if !model_p.is_file() {
+        bail!(
+            "--init-from {}: {} holds no model weights; run the parent with --keep-checkpoint",
+            dir.display(),
+            dir.join(CHECKPOINT_DIR).display()
+        );
+    }
+    vs.load(&model_p).with_context(|| format!("cannot load {}", model_p.display()))?;
+    Ok(epoch)
 }
 
 /// Returned (as the error) by [`run`] when `RunOptions::stop_after` ended the run early.
@@ -394,6 +433,10 @@ pub fn run(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
                 log("alcf-trainer: --resume: no checkpoint yet, starting from epoch 1".into());
             }
             let _ = fs::remove_dir_all(opts.out.join(CHECKPOINT_DIR));
+            if let Some(dir) = &opts.init_from {
+                let epochs = inherit(dir, cfg, &mut vs)?;
+                log(format!("alcf-trainer: starting from the weights of {} ({epochs} epochs)", dir.display()));
+            }
             (0, 0, Vec::new(), 0.0)
         }
     };

@@ -269,3 +269,48 @@ fn invalid_values_are_refused_before_any_work() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("no CIFAR-100 data"), "flag did not override params.json: {e}");
 }
+
+#[test]
+fn init_from_starts_from_a_kept_checkpoint_of_the_same_architecture() {
+    let d = tempfile::tempdir().unwrap();
+    let (parent, kept, child) = (d.path().join("parent"), d.path().join("kept"), d.path().join("child"));
+    let mut c = train_cmd(&parent);
+    c.args(["--epochs", "2", "--lr", "0.05"]);
+    run_ok(c);
+    let mut c = train_cmd(&kept);
+    c.args(["--epochs", "2", "--lr", "0.05", "--keep-checkpoint"]);
+    run_ok(c);
+    // Without --keep-checkpoint a finished run keeps no weights to start from.
+    let mut c = train_cmd(&child);
+    c.args(["--epochs", "1", "--init-from"]).arg(&parent);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("holds no model weights") && err.contains("--keep-checkpoint"),
+        "{err}"
+    );
+    // Another width cannot take these weights.
+    let mut c = train_cmd(&child);
+    c.args(["--epochs", "1", "--width", "16", "--init-from"]).arg(&kept);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("width"), "{err}");
+    // From the kept weights, one more epoch at a lower rate starts where the parent ended: its
+    // first validation loss is far below a fresh run's.
+    let mut c = train_cmd(&child);
+    c.args(["--epochs", "1", "--lr", "0.01", "--init-from"]).arg(&kept);
+    run_ok(c);
+    let fresh = d.path().join("fresh");
+    let mut c = train_cmd(&fresh);
+    c.args(["--epochs", "1", "--lr", "0.01"]);
+    run_ok(c);
+    let loss = |dir: &Path| metrics(dir)[0]["val_loss"].as_f64().unwrap();
+    let parent_last = metrics(&kept)[1]["val_loss"].as_f64().unwrap();
+    assert!(loss(&child) < loss(&fresh), "child {} fresh {} parent {parent_last}", loss(&child), loss(&fresh));
+    // $ALCF_PARENT_DIR with --init-from-parent is the same as --init-from.
+    let via_env = d.path().join("via_env");
+    let mut c = train_cmd(&via_env);
+    c.args(["--epochs", "1", "--lr", "0.01", "--init-from-parent"]).env("ALCF_PARENT_DIR", &kept);
+    run_ok(c);
+    assert_eq!(metrics(&via_env)[0]["val_loss"], metrics(&child)[0]["val_loss"], "the same start, the same epoch");
+}

@@ -42,7 +42,6 @@ pub(super) enum Reply {
 
 pub(super) struct StrategyTask {
     pub replies: mpsc::UnboundedReceiver<Reply>,
-    pub name: String,
 }
 
 /// What the runtime contained since the last call: faults it recovered from by a restart (a trap,
@@ -78,7 +77,7 @@ impl StrategyTask {
         if let Err(e) = spawned {
             tracing::error!("cannot start the strategy's thread: {e}");
         }
-        (requests, StrategyTask { replies, name })
+        (requests, StrategyTask { replies })
     }
 }
 

@@ -11,6 +11,7 @@
 //! It knows nothing about which executor it drives or what the plugin does.
 
 mod actor;
+pub mod agent;
 pub mod event;
 #[cfg(test)]
 mod tests;
@@ -27,10 +28,13 @@ use tracing::Instrument;
 pub use event::{Event, Level, Observer, StopReason};
 
 use crate::executor::{Executor, ExecutorError, Health, JobHandle, MetricsLine, RunReport, TrialSpec};
+use crate::plugin::agent::{SandboxedAgent, Standing};
+use crate::plugin::capability::JobsError;
 use crate::plugin::strategy::{Observation, PluginError, Progress, SandboxedStrategy, Verdict};
 use crate::study::{Finish, StudyError, TrialRow, TrialState};
 use crate::trial::{Loaded, Tally, TrialService, describe_params};
 use actor::{Reply, Request, StrategyTask};
+use agent::{AgentCall, AgentCalls, AgentEvent, AgentRun};
 
 /// How many invalid suggestion rounds in a row end the run (the study stays resumable).
 const MAX_INVALID_ROUNDS: u32 = 3;
@@ -130,10 +134,12 @@ pub struct Campaign {
     prunes: bool,
     /// `[pruner]`: a second plugin that judges while the strategy proposes.
     pruner: Option<SandboxedStrategy>,
+    /// An agent plugin drives the study instead of a strategy (the `agent-plugin` world).
+    agent: Option<(SandboxedAgent, AgentCalls)>,
 }
 
-/// The next answer of the pruner's task; never, without one.
-async fn pruner_reply(task: &mut Option<StrategyTask>) -> Option<Reply> {
+/// The next answer of a plugin's task; never, without one.
+async fn task_reply(task: &mut Option<StrategyTask>) -> Option<Reply> {
     match task {
         Some(t) => t.replies.recv().await,
         None => std::future::pending().await,
@@ -190,6 +196,10 @@ struct Run {
     pruned_at: HashMap<u64, u32>,
     /// Calls for the pruner's task, when there is one.
     pruner: Option<mpsc::UnboundedSender<Request>>,
+    /// Each running trial's latest report (step, metrics): what an agent's `cancel` records.
+    last_report: HashMap<u64, (u32, crate::space::Metrics)>,
+    /// The agent, when one drives the study.
+    agent: Option<AgentRun>,
 }
 
 impl Run {
@@ -246,19 +256,50 @@ impl Campaign {
         observer: Box<dyn Observer>,
         interrupts: Interrupts,
     ) -> Campaign {
+        let plugin = strategy.name().to_string();
+        Campaign::build(loaded, plugin, Some(strategy), None, executor, settings, observer, interrupts)
+    }
+
+    /// A campaign driven by an agent plugin: its `jobs` calls (through the backend that
+    /// [`agent::jobs_channel`] made with `calls`) submit, wait for and cancel trials.
+    pub fn new_agent(
+        loaded: Loaded,
+        agent: SandboxedAgent,
+        calls: AgentCalls,
+        executor: Arc<dyn Executor>,
+        settings: CampaignSettings,
+        observer: Box<dyn Observer>,
+        interrupts: Interrupts,
+    ) -> Campaign {
+        let plugin = agent.name().to_string();
+        Campaign::build(loaded, plugin, None, Some((agent, calls)), executor, settings, observer, interrupts)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        loaded: Loaded,
+        plugin: String,
+        strategy: Option<SandboxedStrategy>,
+        agent: Option<(SandboxedAgent, AgentCalls)>,
+        executor: Arc<dyn Executor>,
+        settings: CampaignSettings,
+        observer: Box<dyn Observer>,
+        interrupts: Interrupts,
+    ) -> Campaign {
         executor.bind_state(Arc::new(StudyState(loaded.service.db().clone())));
         Campaign {
             trials: loaded.service,
             history: loaded.history,
             unfinished: loaded.unfinished,
-            plugin: strategy.name().to_string(),
-            strategy: Some(strategy),
+            plugin,
+            strategy,
             executor,
             settings,
             observer,
             interrupts,
             prunes: false,
             pruner: None,
+            agent,
         }
     }
 
@@ -302,20 +343,35 @@ impl Campaign {
             replayed: history.len(),
         });
         // The first plugin call instantiates the plugin and replays this history into it.
-        let Some(mut strategy) = self.strategy.take() else {
+        let mut strategy = self.strategy.take();
+        let agent = self.agent.take();
+        if strategy.is_none() && agent.is_none() {
             return Ok(Summary { reason: StopReason::StrategyDone, tally, elapsed: start.elapsed() });
-        };
+        }
         let mut pruner = self.pruner.take();
         // Asked of a fresh instance; a plugin that cannot even describe itself fails on its first
         // real call, with the reason.
-        self.prunes = pruner.is_some() || strategy.describe().await.is_ok_and(|i| i.prunes);
+        self.prunes = pruner.is_some()
+            || match &mut strategy {
+                Some(s) => s.describe().await.is_ok_and(|i| i.prunes),
+                None => false,
+            };
         if !history.is_empty() {
-            strategy.preload(&history);
+            if let Some(s) = &mut strategy {
+                s.preload(&history);
+            }
             if let Some(p) = &mut pruner {
                 p.preload(&history);
             }
         }
-        let (requests, mut task) = StrategyTask::spawn(strategy);
+        let (requests, mut task) = match strategy.map(StrategyTask::spawn) {
+            Some((r, t)) => (Some(r), Some(t)),
+            None => (None, None),
+        };
+        let (agent, agent_calls) = match agent {
+            Some((a, calls)) => (Some(a), Some(AgentRun::new(calls, history.clone()))),
+            None => (None, None),
+        };
         let (pruner_requests, mut pruner_task) = match pruner.map(StrategyTask::spawn) {
             Some((r, t)) => (Some(r), Some(t)),
             None => (None, None),
@@ -325,7 +381,7 @@ impl Campaign {
         let mut health = self.executor.health();
         let mut health_alive = true;
         let mut run = Run {
-            requests: Some(requests),
+            requests,
             running: HashMap::new(),
             slots: vec![None; self.settings.parallel.max(1) as usize],
             waiting: JoinSet::new(),
@@ -347,9 +403,15 @@ impl Campaign {
             pruning: HashMap::new(),
             pruned_at: HashMap::new(),
             pruner: pruner_requests,
+            last_report: HashMap::new(),
+            agent: agent_calls,
         };
         let unfinished = std::mem::take(&mut self.unfinished);
         self.reconcile(unfinished, &mut run, &metrics_tx).await?;
+        if let Some(agent) = agent {
+            // After reconcile: the agent is told of every trial an earlier host left, as it now runs.
+            self.start_agent(Box::new(agent), &mut run)?;
+        }
 
         let mut seen_interrupts = self.interrupts.count();
         loop {
@@ -365,7 +427,7 @@ impl Campaign {
                     run.stopping = Some(StopReason::Budget);
                     break;
                 }
-                if run.exhausted {
+                if run.exhausted || run.agent.as_ref().is_some_and(|a| a.done) {
                     run.stopping = Some(StopReason::StrategyDone);
                     break;
                 }
@@ -394,16 +456,18 @@ impl Campaign {
                     }
                     self.record(done, &mut run)?;
                 }
-                reply = task.replies.recv() => match reply {
+                reply = task_reply(&mut task) => match reply {
                     Some(reply) => self.answer(reply, &mut run, &metrics_tx).await?,
                     None => {
+                        task = None;
                         run.asked = None;
                         run.stopping.get_or_insert(StopReason::PluginFailed(format!(
-                            "the task running plugin `{}` ended unexpectedly", task.name
+                            "the task running plugin `{}` ended unexpectedly", self.plugin
                         )));
                     }
                 },
-                reply = pruner_reply(&mut pruner_task) => match reply {
+                event = agent::next_event(&mut run.agent) => self.agent_event(event, &mut run).await?,
+                reply = task_reply(&mut pruner_task) => match reply {
                     Some(reply) => self.answer(reply, &mut run, &metrics_tx).await?,
                     None => {
                         pruner_task = None;
@@ -481,7 +545,10 @@ impl Campaign {
         run.requests = None;
         run.pruner = None;
         drop(pruner_task);
-        if run.asked.is_none() {
+        if let Some(agent) = &mut run.agent {
+            agent.abort();
+        }
+        if let (None, Some(task)) = (run.asked, &mut task) {
             while let Some(reply) = task.replies.recv().await {
                 if let Reply::Observed { count, result, elapsed, faults } = reply {
                     self.emit(Event::Observed { count, elapsed });
@@ -946,6 +1013,10 @@ impl Campaign {
 
     /// A running trial's report, for a strategy that judges.
     fn progress(&mut self, line: MetricsLine, run: &mut Run) {
+        if run.agent.is_some() && run.running.contains_key(&line.trial) {
+            let step = u32::try_from(line.index).unwrap_or(u32::MAX);
+            run.last_report.insert(line.trial, (step, line.metrics.clone().into_iter().collect()));
+        }
         if !self.prunes || run.pruning.contains_key(&line.trial) {
             return;
         }
@@ -1014,6 +1085,7 @@ impl Campaign {
                 }
             };
             let Some((spec, _handle)) = run.running.remove(&id) else { continue };
+            run.last_report.remove(&id);
             run.free_slot(id);
             run.exhausted = false;
             if let Some(decision) = run.pruning.remove(&id) {
@@ -1096,10 +1168,161 @@ impl Campaign {
         if let Some(pruner) = &run.pruner {
             let _ = pruner.send(Request::Observe { batch: observations.clone() });
         }
+        if let Some(agent) = &mut run.agent {
+            agent.finished(&observations);
+        }
         if let Some(requests) = &run.requests {
             let _ = requests.send(Request::Observe { batch: observations });
         }
         Ok(())
+    }
+
+    /// A fresh `run` of the agent over the study as it stands: what finished, what has a row
+    /// but has not finished (running, or waiting for a slot), and every trial's parent.
+    fn start_agent(&mut self, agent: Box<SandboxedAgent>, run: &mut Run) -> Result<(), CampaignError> {
+        let Some(state) = &mut run.agent else { return Ok(()) };
+        let mut running: Vec<(u64, crate::space::Assignment)> =
+            run.running.values().map(|(s, _)| (s.id, s.params.clone())).collect();
+        running.extend(run.backlog.iter().map(|s| (s.id, s.params.clone())));
+        running.sort_by_key(|(id, _)| *id);
+        let lineage = self.trials.db().trials()?.iter().filter_map(|t| Some((t.id, t.parent?))).collect();
+        state.start(agent, Standing { history: state.history.clone(), running, lineage });
+        Ok(())
+    }
+
+    /// The agent called `jobs`, returned, or its `wait` timed out.
+    async fn agent_event(&mut self, event: AgentEvent, run: &mut Run) -> Result<(), CampaignError> {
+        match event {
+            AgentEvent::Call(AgentCall::Submit { params, parent, reply }) => {
+                let result = self.agent_submit(params, parent, run);
+                let refused = matches!(result, Err(JobsError::Refused(_)));
+                let _ = reply.send(result.map(|spec| {
+                    let id = spec.id;
+                    run.backlog.push(spec);
+                    id
+                }));
+                if let Some(a) = &mut run.agent {
+                    a.refused = if refused { a.refused + 1 } else { 0 };
+                    if a.refused >= agent::MAX_REFUSED {
+                        run.stopping.get_or_insert(StopReason::PluginFailed(format!(
+                            "agent `{}` kept submitting trials that were refused ({} in a row); see the last refusal in the study's events",
+                            self.plugin,
+                            agent::MAX_REFUSED
+                        )));
+                    }
+                }
+            }
+            AgentEvent::Call(AgentCall::Wait { timeout, reply }) => {
+                let idle = run.running.is_empty() && run.backlog.is_empty();
+                if let Some(a) = &mut run.agent {
+                    a.wait(timeout, reply, idle);
+                    if a.idle_waits >= agent::MAX_IDLE_WAITS {
+                        run.stopping.get_or_insert(StopReason::PluginFailed(format!(
+                            "agent `{}` waited {} times in a row with no trial running; it should submit or return",
+                            self.plugin,
+                            agent::MAX_IDLE_WAITS
+                        )));
+                    }
+                }
+            }
+            AgentEvent::Call(AgentCall::Cancel { trial, reply }) => {
+                let result = self.agent_cancel(trial, run).await?;
+                let _ = reply.send(result);
+            }
+            AgentEvent::WaitOver => {
+                if let Some(a) = &mut run.agent {
+                    a.wait_over();
+                }
+            }
+            AgentEvent::Returned(mut agent, result) => {
+                for notice in agent.take_notices() {
+                    let _ = self.trials.db().event("plugin-notice", None, &notice.to_string());
+                    self.emit(Event::Notice { level: Level::Warn, message: notice.to_string() });
+                }
+                match result {
+                    Ok(()) => {
+                        let message = format!("agent `{}` finished its run", self.plugin);
+                        self.trials.db().event("agent-done", None, &message)?;
+                        self.emit(Event::Notice { level: Level::Info, message });
+                        if let Some(a) = &mut run.agent {
+                            a.done = true;
+                        }
+                    }
+                    Err(e @ PluginError::Fault { .. }) if run.stopping.is_none() => {
+                        // Contained: a fresh instance starts again from the study as it stands.
+                        let message = format!("{e}; restarting it from the study's trials");
+                        let _ = self.trials.db().event("plugin-fault", None, &message);
+                        self.emit(Event::PluginRestarted { message });
+                        self.start_agent(agent, run)?;
+                    }
+                    Err(e) => {
+                        run.stopping.get_or_insert(StopReason::PluginFailed(e.to_string()));
+                    }
+                }
+            }
+            AgentEvent::Lost(message) => {
+                run.stopping.get_or_insert(StopReason::PluginFailed(format!(
+                    "the task running agent `{}` ended unexpectedly: {message}",
+                    self.plugin
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `jobs.submit`: validated and recorded like a suggestion; it starts once a slot is free.
+    fn agent_submit(
+        &mut self,
+        params: Vec<(String, crate::space::Value)>,
+        parent: Option<u64>,
+        run: &Run,
+    ) -> Result<TrialSpec, JobsError> {
+        if let Some(reason) = &run.stopping {
+            return Err(JobsError::Backend(format!("the run is stopping ({reason:?}): no new trials")));
+        }
+        if self.trials.budget_left() == Some(0) {
+            return Err(JobsError::Refused(format!(
+                "the study's budget of {} trials is spent",
+                self.trials.rules().budget.unwrap_or_default()
+            )));
+        }
+        let params = self.trials.validate(&params).map_err(|e| JobsError::Refused(e.to_string()))?;
+        let created = match parent {
+            None => self.trials.create(params),
+            Some(p) => {
+                let finished = run.agent.as_ref().is_some_and(|a| a.finished.contains(&p));
+                if !finished {
+                    return Err(JobsError::Refused(format!(
+                        "parent trial {p} is not a finished trial of this study; a trial starts from a finished trial's directory"
+                    )));
+                }
+                self.trials.create_child(params, p)
+            }
+        };
+        created.map_err(|e| JobsError::Backend(format!("the study database failed: {e}")))
+    }
+
+    /// `jobs.cancel`: a running trial is pruned on its latest report; one still waiting for a
+    /// slot is recorded pruned at once.
+    async fn agent_cancel(&mut self, trial: u64, run: &mut Run) -> Result<Result<(), JobsError>, CampaignError> {
+        if run.running.contains_key(&trial) {
+            let (step, metrics) = run.last_report.get(&trial).cloned().unwrap_or_default();
+            let params = run.running[&trial].0.params.clone();
+            self.prune(Progress { trial, params, step, metrics: metrics.into_iter().collect() }, run).await?;
+            return Ok(Ok(()));
+        }
+        if let Some(i) = run.backlog.iter().position(|s| s.id == trial) {
+            let spec = run.backlog.remove(i);
+            let decision = Pruning { attempt: spec.attempt, step: 0, metrics: Default::default() };
+            self.trials.db().event("prune", Some(trial), &serde_json::to_string(&decision).unwrap_or_default())?;
+            run.pruned_at.insert(trial, 0);
+            self.finish(vec![(spec, decision.finish(Vec::new()))], run)?;
+            return Ok(Ok(()));
+        }
+        if run.agent.as_ref().is_some_and(|a| a.finished.contains(&trial)) {
+            return Ok(Err(JobsError::Refused(format!("trial {trial} has already finished"))));
+        }
+        Ok(Err(JobsError::UnknownTrial(trial)))
     }
 
     /// Second Ctrl-C: cancel every running job and record the trials as cancelled.

@@ -174,6 +174,7 @@ fn campaign(
         space: space(),
         direction: Direction::Minimize,
         objective: "loss".into(),
+        objectives: Vec::new(),
         seed: 7,
         budget: Some(budget),
         parallelism: parallel,

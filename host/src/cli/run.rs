@@ -13,11 +13,12 @@ use alcf_host::config::{Config, Direction, ExecutorConfig};
 use alcf_host::executor::bench::{self, BenchExecutor};
 
 use alcf_host::executor::{self, Executor};
+use alcf_host::plugin::agent::SandboxedAgent;
 use alcf_host::plugin::capability::Capabilities;
 use alcf_host::plugin::sandbox::{Grants, Storage};
 use alcf_host::plugin::strategy::{PluginError, PluginLimits, SandboxedStrategy, StudyInfo};
-use alcf_host::plugin::{PluginRuntime, default_cache_dir};
-use alcf_host::space::SearchSpace;
+use alcf_host::plugin::{Loaded, PluginRuntime, default_cache_dir};
+use alcf_host::space::{Assignment, SearchSpace};
 use alcf_host::study::{StudyDb, StudyLock, StudyMeta, TrialRow};
 use alcf_host::trial::{TrialRules, TrialService, describe_params};
 
@@ -68,6 +69,8 @@ struct Plan {
     space: SearchSpace,
     objective: String,
     direction: Direction,
+    /// Every objective of a multi-objective study (the first is `objective`); empty for one.
+    objectives: Vec<(String, Direction)>,
     seed: u64,
     config: Config,
     executor: Arc<dyn Executor>,
@@ -119,9 +122,13 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
     };
     // What the executor implies: its space (bench functions bring their own), a default objective
     // and the stem of a default study name.
+    let mut bench_objectives = Vec::new();
     let (space, default_objective, stem) = match &executor_cfg {
         ExecutorConfig::Bench { function, dim, delay, .. } => {
             let b = BenchExecutor::new(function, *dim, *delay)?;
+            // A multi-objective problem (bench:zdt1_d5) brings its objectives, all minimized.
+            bench_objectives =
+                b.objectives().unwrap_or_default().iter().map(|m| (m.clone(), Direction::Minimize)).collect();
             let space = config.space.clone().unwrap_or_else(|| b.space());
             (space, Some(bench::METRIC.to_string()), b.function().name.clone())
         }
@@ -150,6 +157,11 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
             (space, None, "globus".to_string())
         }
     };
+    if config.objective.is_none() && bench_objectives.len() > 1 {
+        config.objective = Some(bench_objectives[0].0.clone());
+        config.direction = Some(Direction::Minimize);
+        config.objectives = bench_objectives;
+    }
     let objective = config.objective.clone().or(default_objective).ok_or_else(|| {
         anyhow::anyhow!("the config names no objective: set [study] objective = \"METRIC\" (a key the trial writes)")
     })?;
@@ -167,7 +179,8 @@ fn plan(opts: &RunOptions) -> anyhow::Result<Plan> {
     let root = opts.root.clone().or(config.root.clone()).unwrap_or_else(default_root);
     let dir = root.join(&name);
     let seed = config.seed;
-    Ok(Plan { name, dir, space, objective, direction, seed, config, executor, executor_desc })
+    let objectives = if config.is_multi_objective() { config.objectives.clone() } else { Vec::new() };
+    Ok(Plan { name, dir, space, objective, direction, objectives, seed, config, executor, executor_desc })
 }
 
 /// Runs one study: the `run` command, and each study of `compare --config`.
@@ -189,18 +202,59 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         bail!("--resume: no study `{}` at {}; drop --resume to start it", plan.name, plan.dir.display());
     }
     let runtime = PluginRuntime::shared(default_cache_dir())?;
-    let loaded = Arc::new(runtime.load(&plugin_path)?);
+    let loaded = match runtime.load_any(&plugin_path)? {
+        Loaded::Strategy(p) => Driver::Strategy(Arc::new(p)),
+        Loaded::Agent(a) => Driver::Agent(Arc::new(a)),
+    };
     let pruner = match &plan.config.pruner {
         Some(p) => Some(load_pruner(&plan, p, &runtime).await?),
         None => None,
     };
-    if !exists {
-        check_options(&plan, loaded.clone()).await?;
+    if let Driver::Strategy(strategy) = &loaded {
+        check_multi_objective(&plan, &plan.objectives, strategy.clone(), &plugin_path).await?;
+    }
+    match &loaded {
+        Driver::Strategy(loaded) if !exists => check_options(&plan, loaded.clone()).await?,
+        Driver::Strategy(_) => {}
+        Driver::Agent(_) => check_agent(&plan, &plugin_path)?,
     }
     let lock = StudyLock::acquire(&plan.dir)?;
     // Every log line of this study, the plugin's included, goes to its own host.log.
     let span = logging::study_span(&plan.dir.join("host.log"));
     run_locked(opts, plan, plugin_path, loaded, pruner, exists, lock).instrument(span).await
+}
+
+/// The plugin that drives a study: a strategy the campaign asks, or an agent that runs its own loop.
+enum Driver {
+    Strategy(Arc<alcf_host::plugin::LoadedPlugin>),
+    Agent(Arc<alcf_host::plugin::LoadedAgent>),
+}
+
+impl Driver {
+    fn summary(&self) -> &alcf_host::plugin::ComponentSummary {
+        match self {
+            Driver::Strategy(p) => &p.summary,
+            Driver::Agent(a) => &a.summary,
+        }
+    }
+}
+
+/// An agent needs the `jobs` grant and decides itself which trials to stop (`jobs.cancel`).
+fn check_agent(plan: &Plan, plugin: &Path) -> anyhow::Result<()> {
+    let file = plan.config.source.as_ref().map_or("the config".to_string(), |p| p.display().to_string());
+    if !Grants::from_list(&plan.config.strategy.allow).jobs {
+        bail!(
+            "{} is an agent plugin: it runs trials through the `jobs` capability, which is not granted. Add \"jobs\" to strategy.allow in {file}",
+            plugin.display()
+        );
+    }
+    if plan.config.pruner.is_some() {
+        bail!(
+            "{} is an agent plugin: it stops trials itself (jobs.cancel), so a [pruner] cannot serve it. Remove [pruner] from {file}",
+            plugin.display()
+        );
+    }
+    Ok(())
 }
 
 /// `[pruner]`: loads the plugin, checks that it prunes and accepts its options (before any study
@@ -216,6 +270,15 @@ async fn load_pruner(
     let mut probe =
         SandboxedStrategy::new(loaded.clone(), &study, plugin_limits(plan, 0), pruner_grants(), Storage::memory());
     let info = probe.describe().await?;
+    if plan.objectives.len() > 1 && !info.multi_objective {
+        bail!(
+            "[pruner] plugin `{}` ({}) judges one objective, but this study has {} ({}); none of the shipped pruners handles several: remove [pruner] from {file}; no study was created",
+            info.name,
+            cfg.plugin.display(),
+            plan.objectives.len(),
+            objective_names(&plan.objectives)
+        );
+    }
     if !info.prunes {
         bail!(
             "[pruner] plugin {} does not prune (its describe says prunes = false): name a pruning plugin there, e.g. plugins/pruner.wasm, in {file}",
@@ -228,6 +291,45 @@ async fn load_pruner(
         );
     }
     Ok(loaded)
+}
+
+/// Shipped strategies that say `multi_objective` in their info, for the refusal below.
+const MULTI_OBJECTIVE_PLUGINS: &str = "plugins/genetic.wasm (NSGA-II), plugins/random.wasm, plugins/random_py.wasm";
+
+fn objective_names(objectives: &[(String, Direction)]) -> String {
+    objectives.iter().map(|(m, d)| format!("{} {m}", d.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// A study with several objectives needs a strategy whose info says `multi_objective`: refused
+/// before any study exists, with the shipped plugins that qualify.
+async fn check_multi_objective(
+    plan: &Plan,
+    objectives: &[(String, Direction)],
+    loaded: Arc<alcf_host::plugin::LoadedPlugin>,
+    plugin: &Path,
+) -> anyhow::Result<()> {
+    if objectives.len() < 2 {
+        return Ok(());
+    }
+    let study = StudyInfo {
+        objectives: objectives.to_vec(),
+        ..study_info(plan, plan.space.clone(), objectives[0].0.clone(), objectives[0].1, plan.seed)
+    };
+    let grants = Grants::from_list(&plan.config.strategy.allow);
+    let mut probe = SandboxedStrategy::new(loaded, &study, plugin_limits(plan, 0), grants, Storage::memory());
+    let info = probe.describe().await?;
+    if !info.multi_objective {
+        let file = plan.config.source.as_ref().map_or("the config".to_string(), |p| p.display().to_string());
+        bail!(
+            "strategy `{}` ({}) optimizes one objective, but study `{}` has {} ({}): use a multi-objective strategy (shipped: {MULTI_OBJECTIVE_PLUGINS}) or keep one objective in {file}; no study was created",
+            info.name,
+            plugin.display(),
+            plan.name,
+            objectives.len(),
+            objective_names(objectives)
+        );
+    }
+    Ok(())
 }
 
 /// A pruner logs; it has no storage of its own (the study's belongs to the strategy) and no LLM.
@@ -250,20 +352,21 @@ async fn run_locked(
     opts: RunOptions,
     plan: Plan,
     plugin_path: PathBuf,
-    loaded: Arc<alcf_host::plugin::LoadedPlugin>,
+    loaded: Driver,
     pruner: Option<Arc<alcf_host::plugin::LoadedPlugin>>,
     exists: bool,
     lock: StudyLock,
 ) -> anyhow::Result<Summary> {
+    let summary = loaded.summary();
     tracing::info!(
         plugin = %plugin_path.display(),
-        sha256 = %loaded.summary.sha256,
-        cached = loaded.summary.cached,
-        ms = loaded.summary.load_time.as_secs_f64() * 1e3,
+        sha256 = %summary.sha256,
+        cached = summary.cached,
+        ms = summary.load_time.as_secs_f64() * 1e3,
         "plugin loaded"
     );
     let (db, space, objective, direction, seed) = if exists {
-        open_existing(&opts, &plan, &loaded)?
+        open_existing(&opts, &plan, summary)?
     } else {
         let meta = StudyMeta {
             name: plan.name.clone(),
@@ -273,7 +376,7 @@ async fn run_locked(
             space: plan.space.to_json(),
             executor: plan.executor_desc.clone(),
             plugin: plugin_path.display().to_string(),
-            plugin_sha256: loaded.summary.sha256.clone(),
+            plugin_sha256: summary.sha256.clone(),
             created_at: alcf_host::study::now(),
         };
         let db = StudyDb::create(&plan.dir, &meta)?;
@@ -291,18 +394,31 @@ async fn run_locked(
     for params in plan.config.check_enqueue(&space)? {
         db.enqueue(&params, "config")?;
     }
+    let objectives = study_objectives(&opts, &plan, &db, exists)?;
+    if objectives != plan.objectives
+        && let Driver::Strategy(strategy) = &loaded
+    {
+        check_multi_objective(&plan, &objectives, strategy.clone(), &plugin_path).await?;
+    }
+    // The first of several objectives is the study's `objective` (each trial's value).
+    let (objective, direction) = objectives.first().cloned().unwrap_or((objective, direction));
     let db = Arc::new(db);
 
-    let study = study_info(&plan, space.clone(), objective.clone(), direction, seed);
+    let study = StudyInfo {
+        objectives: objectives.clone(),
+        ..study_info(&plan, space.clone(), objective.clone(), direction, seed)
+    };
     let limits = plugin_limits(&plan, plan.config.strategy.max_restarts);
     let progress = Progress::new(&objective, !opts.quiet);
     let caps = capabilities(&plan, db.clone(), opts.quiet, Arc::new(progress.printer())).await?;
-    let strategy = SandboxedStrategy::with_capabilities(loaded, &study, limits.clone(), &caps);
     let pruner = match (pruner, &plan.config.pruner) {
         (Some(loaded), Some(cfg)) => {
-            let info = pruner_info(&plan, space.clone(), objective.clone(), direction, seed, cfg);
+            let info = StudyInfo {
+                objectives: objectives.clone(),
+                ..pruner_info(&plan, space.clone(), objective.clone(), direction, seed, cfg)
+            };
             let caps = Capabilities::new(pruner_grants(), Storage::memory());
-            Some(SandboxedStrategy::with_capabilities(loaded, &info, limits, &caps))
+            Some(SandboxedStrategy::with_capabilities(loaded, &info, limits.clone(), &caps))
         }
         _ => None,
     };
@@ -314,34 +430,67 @@ async fn run_locked(
         budget: plan.config.trials,
         retries: plan.config.retries,
     };
-    let loaded_trials = TrialService::load(db.clone(), space, rules)?;
+    let mut loaded_trials = TrialService::load(db.clone(), space, rules)?;
+    loaded_trials.service.set_objectives(&objectives);
     if !opts.quiet {
         console(&format!(
-            "{} study `{}` in {} — strategy {}, {}, {} {}",
+            "{} study `{}` in {} — strategy {}, {}, {}",
             if exists { "Resuming" } else { "Starting" },
             plan.name,
             plan.dir.display(),
             plugin_path.display(),
             plan.executor_desc,
-            direction.as_str(),
-            objective
+            if objectives.is_empty() {
+                format!("{} {objective}", direction.as_str())
+            } else {
+                objective_names(&objectives)
+            }
         ));
     }
     let observers: Vec<Box<dyn Observer>> = vec![Box::new(LogObserver), Box::new(progress)];
-    let mut campaign = Campaign::new(
-        loaded_trials,
-        strategy,
-        plan.executor.clone(),
-        CampaignSettings { max_time: plan.config.max_time, parallel: plan.config.parallel },
-        Box::new(Fanout(observers)),
-        Interrupts::listen(),
-    );
+    let settings = CampaignSettings { max_time: plan.config.max_time, parallel: plan.config.parallel };
+    let mut campaign = match loaded {
+        Driver::Strategy(loaded) => Campaign::new(
+            loaded_trials,
+            SandboxedStrategy::with_capabilities(loaded, &study, limits.clone(), &caps),
+            plan.executor.clone(),
+            settings,
+            Box::new(Fanout(observers)),
+            Interrupts::listen(),
+        ),
+        Driver::Agent(loaded) => {
+            let (jobs, calls) = alcf_host::campaign::agent::jobs_channel();
+            let agent = SandboxedAgent::new(loaded, &study, limits.clone(), &caps.with_jobs(jobs));
+            Campaign::new_agent(
+                loaded_trials,
+                agent,
+                calls,
+                plan.executor.clone(),
+                settings,
+                Box::new(Fanout(observers)),
+                Interrupts::listen(),
+            )
+        }
+    };
     if let Some(p) = pruner {
         campaign = campaign.with_pruner(p);
     }
     let summary = campaign.run().await?;
     if !opts.quiet {
-        print_summary(&plan.name, &plan.dir, &summary, &objective, &db.trials()?);
+        let trials = db.trials()?;
+        print_summary(&plan.name, &plan.dir, &summary, &objective, &trials);
+        let reference = plan.config.hypervolume_reference.as_deref().filter(|_| objectives == plan.objectives);
+        let front = if objectives.len() > 1 { alcf_host::multi::front(&trials, &objectives, reference) } else { None };
+        if let Some(front) = front {
+            console(&format!(
+                "Pareto front: {} of {} completed trials, hypervolume {} (reference point ({}): {})",
+                front.members.len(),
+                front.points,
+                Assignment::format_float(front.hypervolume),
+                front.reference.iter().map(|r| Assignment::format_float(*r)).collect::<Vec<_>>().join(", "),
+                front.source.describe()
+            ));
+        }
     }
     Ok(summary)
 }
@@ -398,6 +547,7 @@ fn study_info(plan: &Plan, space: SearchSpace, objective: String, direction: Dir
         space,
         direction,
         objective,
+        objectives: plan.objectives.clone(),
         seed,
         budget: plan.config.trials,
         parallelism: plan.config.parallel,
@@ -430,13 +580,66 @@ async fn check_options(plan: &Plan, loaded: Arc<alcf_host::plugin::LoadedPlugin>
     }
 }
 
+/// The study's objectives when it has several (empty for one): a new study records the config's;
+/// a resumed one keeps its own, as `open_existing` keeps its objective, unless no trial has
+/// completed. The hypervolume's reference point follows the config.
+fn study_objectives(
+    opts: &RunOptions,
+    plan: &Plan,
+    db: &StudyDb,
+    exists: bool,
+) -> anyhow::Result<Vec<(String, Direction)>> {
+    let reference = plan.config.hypervolume_reference.as_deref();
+    if !exists {
+        alcf_host::multi::store(db, &plan.objectives, reference)?;
+        return Ok(plan.objectives.clone());
+    }
+    let stored = alcf_host::multi::objectives_of(db)?;
+    if stored == plan.objectives {
+        alcf_host::multi::store(db, &stored, reference)?;
+        return Ok(stored);
+    }
+    let describe =
+        |o: &[(String, Direction)]| if o.is_empty() { "one objective".to_string() } else { objective_names(o) };
+    let completed = db.trials()?.iter().filter(|t| t.state == alcf_host::study::TrialState::Completed).count();
+    let (note, kept) = if completed == 0 {
+        if plan.objectives.is_empty() {
+            db.delete_meta(alcf_host::multi::OBJECTIVES_KEY)?;
+        } else {
+            alcf_host::multi::store(db, &plan.objectives, reference)?;
+            db.set_meta("objective", &plan.objectives[0].0)?;
+            db.set_meta("direction", plan.objectives[0].1.as_str())?;
+        }
+        let note = format!(
+            "the objectives changed from {} to {}; no trial has completed, so the study now optimizes {}",
+            describe(&stored),
+            describe(&plan.objectives),
+            describe(&plan.objectives)
+        );
+        (note, plan.objectives.clone())
+    } else {
+        let note = format!(
+            "the objectives in the config ({}) are not the study's; its {} are kept because {completed} trial(s) completed with them (start a new study with --study NAME for the new ones)",
+            describe(&plan.objectives),
+            describe(&stored)
+        );
+        (note, stored)
+    };
+    tracing::warn!("{note}");
+    db.event("config-changed", None, &note)?;
+    if !opts.quiet {
+        console(&format!("warning: {note}"));
+    }
+    Ok(kept)
+}
+
 /// Opens a study for `--resume`. A study keeps what it was created with; a changed config is
 /// reported, never silently mixed in — except a changed objective while no trial has completed:
 /// then every trial failed, most likely for the very objective the user just fixed.
 fn open_existing(
     opts: &RunOptions,
     plan: &Plan,
-    loaded: &alcf_host::plugin::LoadedPlugin,
+    loaded: &alcf_host::plugin::ComponentSummary,
 ) -> anyhow::Result<(StudyDb, SearchSpace, String, Direction, u64)> {
     let db = StudyDb::open(&plan.dir)?;
     let meta = db.meta()?;
@@ -467,13 +670,13 @@ fn open_existing(
             ));
         }
     }
-    if meta.plugin_sha256 != loaded.summary.sha256 {
+    if meta.plugin_sha256 != loaded.sha256 {
         notes.push(format!(
             "the plugin changed since the study was created ({} -> {}); finished trials are replayed into the new build",
             &meta.plugin_sha256[..12.min(meta.plugin_sha256.len())],
-            &loaded.summary.sha256[..12]
+            &loaded.sha256[..12]
         ));
-        db.set_meta("plugin_sha256", &loaded.summary.sha256)?;
+        db.set_meta("plugin_sha256", &loaded.sha256)?;
     }
     for note in notes {
         tracing::warn!("{note}");

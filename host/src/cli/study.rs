@@ -222,6 +222,14 @@ fn show_to(
     let best = best_trial(&all_trials, direction);
     let top_rows = top.map(|n| top_trials(&all_trials, direction, n));
     let trials: &[TrialRow] = top_rows.as_deref().unwrap_or(&all_trials);
+    // A multi-objective study: its Pareto front and hypervolume (`value` and best are the first's).
+    let objectives = alcf_host::multi::objectives_of(&db)?;
+    let reference = alcf_host::multi::reference_of(&db)?;
+    let front = if objectives.is_empty() {
+        None
+    } else {
+        alcf_host::multi::front(&all_trials, &objectives, reference.as_deref())
+    };
     if json {
         let trial_json = |t: &TrialRow| {
             serde_json::json!({
@@ -242,11 +250,34 @@ fn show_to(
             "events": db.events()?.iter().map(|e| serde_json::json!({"at": e.at, "kind": e.kind, "trial": e.trial, "message": e.message})).collect::<Vec<_>>(),
             "llm": db.llm_totals()?,
         });
+        let mut v = v;
+        if !objectives.is_empty() {
+            v["objectives"] = serde_json::json!(
+                objectives
+                    .iter()
+                    .map(|(m, d)| serde_json::json!({"metric": m, "direction": d.as_str()}))
+                    .collect::<Vec<_>>()
+            );
+            v["pareto_front"] = match &front {
+                Some(f) => serde_json::json!({
+                    "trials": f.members.iter().map(|(id, values)| serde_json::json!({"id": id, "values": values})).collect::<Vec<_>>(),
+                    "hypervolume": f.hypervolume,
+                    "reference": f.reference,
+                    "reference_source": match f.source { alcf_host::multi::ReferenceSource::Given => "configured", alcf_host::multi::ReferenceSource::Observed => "observed" },
+                }),
+                None => Json::Null,
+            };
+        }
         writeln!(w, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
     writeln!(w, "study:      {} ({})", meta.name, dir.display())?;
-    writeln!(w, "objective:  {} ({})", meta.objective, meta.direction)?;
+    if objectives.is_empty() {
+        writeln!(w, "objective:  {} ({})", meta.objective, meta.direction)?;
+    } else {
+        let list: Vec<String> = objectives.iter().map(|(m, d)| format!("{m} ({})", d.as_str())).collect();
+        writeln!(w, "objectives: {}", list.join(", "))?;
+    }
     writeln!(w, "strategy:   {}", meta.plugin)?;
     writeln!(w, "executor:   {}", meta.executor)?;
     let mut parts = vec![format!("{} completed", count(&all_trials, TrialState::Completed))];
@@ -284,6 +315,9 @@ fn show_to(
             describe_params(&b.params)
         )?,
         None => writeln!(w, "best:       (no completed trial yet)")?,
+    }
+    if !objectives.is_empty() {
+        write_front(w, &objectives, front.as_ref(), &all_trials)?;
     }
     writeln!(w)?;
     writeln!(w, "{:>6}  {:<10} {:>14} {:>9}  params", "trial", "state", meta.objective, "time (s)")?;
@@ -324,6 +358,44 @@ fn show_to(
         for q in &queued {
             writeln!(w, "{:>6}  {:<10} {}", format!("#{}", q.id), q.source, describe_params(&q.params))?;
         }
+    }
+    Ok(())
+}
+
+/// The Pareto front of a multi-objective study: its size, hypervolume and reference point, then
+/// one row per non-dominated trial.
+fn write_front(
+    w: &mut dyn Write,
+    objectives: &[(String, Direction)],
+    front: Option<&alcf_host::multi::Front>,
+    trials: &[TrialRow],
+) -> anyhow::Result<()> {
+    let Some(f) = front else {
+        writeln!(w, "pareto:     (no completed trial with every objective yet)")?;
+        return Ok(());
+    };
+    let reference: Vec<String> = f.reference.iter().map(|r| Assignment::format_float(*r)).collect();
+    writeln!(
+        w,
+        "pareto:     {} of {} completed trials on the front, hypervolume {} (reference point ({}): {})",
+        f.members.len(),
+        f.points,
+        Assignment::format_float(f.hypervolume),
+        reference.join(", "),
+        f.source.describe()
+    )?;
+    write!(w, "{:>6}", "trial")?;
+    for (m, _) in objectives {
+        write!(w, "  {m:>14}")?;
+    }
+    writeln!(w, "  params")?;
+    for (id, values) in &f.members {
+        write!(w, "{id:>6}")?;
+        for v in values {
+            write!(w, "  {:>14}", Assignment::format_float(*v))?;
+        }
+        let params = trials.iter().find(|t| t.id == *id).map(|t| describe_params(&t.params)).unwrap_or_default();
+        writeln!(w, "  {params}")?;
     }
     Ok(())
 }
@@ -539,6 +611,42 @@ mod tests {
         assert_eq!(v[0]["best"].as_f64().unwrap().to_bits(), 1e-300f64.to_bits());
         // And the text a person reads is valid Rust/Python float syntax for the same number.
         assert!(text.contains("1e-300"), "{text}");
+    }
+
+    #[test]
+    fn show_prints_the_pareto_front_of_a_multi_objective_study() {
+        let root = tempfile::tempdir().unwrap();
+        let db = study(root.path(), "mo");
+        let objectives = vec![("loss".to_string(), Direction::Minimize), ("acc".to_string(), Direction::Maximize)];
+        alcf_host::multi::store(&db, &objectives, Some(&[1.0, 0.0])).unwrap();
+        for (x, loss, acc) in [(1.0, 0.2, 0.5), (2.0, 0.5, 0.9), (3.0, 0.6, 0.4), (4.0, 0.1, 0.3)] {
+            let mut p = Map::new();
+            p.insert("x".into(), Json::from(x));
+            p.insert("n".into(), Json::from(1));
+            let id = db.insert_trial(&p).unwrap();
+            let f = Finish {
+                state: TrialState::Completed,
+                value: Some(loss),
+                metrics: [("loss".to_string(), loss), ("acc".to_string(), acc)].into(),
+                curve: Vec::new(),
+                failure: None,
+                log_tail: None,
+            };
+            db.finish_trials(&[(id, f)]).unwrap();
+        }
+        let text = run(|w| show_to(w, root.path(), "mo", false, false, None)).unwrap();
+        assert!(text.contains("objectives: loss (minimize), acc (maximize)"), "{text}");
+        // Trial 3 is dominated by trial 2.
+        assert!(text.contains("pareto:     3 of 4 completed trials on the front, hypervolume"), "{text}");
+        assert!(text.contains("reference point (1, 0): configured"), "{text}");
+        let v: Json =
+            serde_json::from_str(&run(|w| show_to(w, root.path(), "mo", true, false, None)).unwrap()).unwrap();
+        let ids: Vec<u64> =
+            v["pareto_front"]["trials"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, [4, 1, 2], "along the first objective, best first");
+        // Losses (0.1, −0.3), (0.2, −0.5), (0.5, −0.9) up to (1, 0): 0.9·0.3 + 0.8·0.2 + 0.5·0.4.
+        let hv = v["pareto_front"]["hypervolume"].as_f64().unwrap();
+        assert!((hv - (0.27 + 0.16 + 0.2)).abs() < 1e-12, "{hv}");
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub enum LocalConfigError {
          parameter and a built-in placeholder; rename the parameter"
     )]
     Ambiguous { at: Field, arg: String, name: String },
+    #[error(
+        "`{at}` (\"{arg}\") uses `{{{name}}}`, a conditional parameter (set only when {when}), which a trial may lack; \
+         let the program read it from params.json (`{{params}}`) instead"
+    )]
+    Conditional { at: Field, arg: String, name: String, when: String },
     #[error("`{at}` contains a NUL character, which no program argument or environment value can hold")]
     NulByte { at: Field },
     #[error(
@@ -109,6 +114,8 @@ pub struct Vars<'a> {
     pub slot: u32,
     pub params_path: &'a Path,
     pub config_dir: &'a Path,
+    /// The parent trial's directory, for a trial started from another's checkpoint.
+    pub parent_dir: Option<&'a Path>,
 }
 
 /// A parsed `command`: one list of pieces per argument.
@@ -280,7 +287,13 @@ fn parse(at: Field, arg: &str, space: &SearchSpace) -> Result<Vec<Piece>, LocalC
                 };
                 let piece = match (is_param, builtin) {
                     (true, Some(_)) => return Err(LocalConfigError::Ambiguous { at, arg: arg.into(), name }),
-                    (true, None) => Piece::Param(name),
+                    (true, None) => {
+                        if let Some(c) = space.condition(&name) {
+                            let when = format!("{} is {}", c.parent, c.values.join(" or "));
+                            return Err(LocalConfigError::Conditional { at, arg: arg.into(), name, when });
+                        }
+                        Piece::Param(name)
+                    }
                     (false, Some(b)) => b,
                     (false, None) => {
                         let valid =
@@ -308,7 +321,16 @@ mod tests {
     use crate::executor::local::tests::{space, trial};
 
     fn vars<'a>(params: &'a Assignment, dir: &'a Path, params_path: &'a Path) -> Vars<'a> {
-        Vars { params, trial_dir: dir, trial_id: 42, attempt: 3, slot: 1, params_path, config_dir: Path::new("/cfg") }
+        Vars {
+            params,
+            trial_dir: dir,
+            trial_id: 42,
+            attempt: 3,
+            slot: 1,
+            params_path,
+            config_dir: Path::new("/cfg"),
+            parent_dir: None,
+        }
     }
 
     fn cmd(v: &[&str]) -> Vec<String> {

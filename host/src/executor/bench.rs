@@ -45,6 +45,9 @@ pub struct BenchExecutor {
     /// Jobs `cancel` asked to stop, and the wake-up for their waits: a stopped trial ends at
     /// once, as a killed process does, not at the end of its epoch.
     cancelled: Arc<(Mutex<HashSet<String>>, tokio::sync::Notify)>,
+    /// A multi-objective problem (`zdt1_d5`): trials report one metric per objective (`f1`,
+    /// `f2`) and no learning curve; `function` is then its first objective.
+    multi: Option<Arc<alcf_testfns::multi::MultiObjective>>,
 }
 
 /// A simulated learning curve for a trial whose final value is `value` (lower is better) on a
@@ -90,6 +93,16 @@ async fn epoch(d: Duration, cancelled: &(Mutex<HashSet<String>>, tokio::sync::No
     }
 }
 
+fn floats_of(v: &[ParamValue]) -> Vec<f64> {
+    v.iter()
+        .map(|p| match p {
+            ParamValue::Float(x) => *x,
+            ParamValue::Int(x) => *x as f64,
+            ParamValue::Choice(_) => f64::NAN,
+        })
+        .collect()
+}
+
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -99,12 +112,40 @@ fn splitmix(mut z: u64) -> u64 {
 
 impl BenchExecutor {
     pub fn new(name: &str, dim: Option<usize>, delay: Option<Duration>) -> Result<BenchExecutor, UnknownFunction> {
+        if let Some(m) = alcf_testfns::multi::by_name(name, dim)? {
+            return Ok(BenchExecutor::from_multi(m, delay));
+        }
         let function = alcf_testfns::by_name(name, dim)?;
         Ok(BenchExecutor::from_function(function, delay))
     }
 
     pub fn from_function(function: TestFunction, delay: Option<Duration>) -> BenchExecutor {
-        BenchExecutor { function, delay, epochs: None, cancelled: Arc::default() }
+        BenchExecutor { function, delay, epochs: None, cancelled: Arc::default(), multi: None }
+    }
+
+    /// A multi-objective problem; [`BenchExecutor::function`] is its first objective.
+    pub fn from_multi(m: alcf_testfns::multi::MultiObjective, delay: Option<Duration>) -> BenchExecutor {
+        let first = m.eval.clone();
+        let function = TestFunction {
+            name: m.name.clone(),
+            params: m.params.clone(),
+            optimum: 0.0,
+            argmin: vec![ParamValue::Float(0.0); m.dim()],
+            eval: Arc::new(move |v: &[ParamValue]| first(&floats_of(v))[0]),
+            truth: None,
+        };
+        BenchExecutor { multi: Some(Arc::new(m)), ..BenchExecutor::from_function(function, delay) }
+    }
+
+    /// The metrics of a multi-objective problem's objectives (all minimized), in order; `None`
+    /// for a single-objective function (its metric is [`METRIC`]).
+    pub fn objectives(&self) -> Option<&[String]> {
+        self.multi.as_deref().map(|m| m.objectives.as_slice())
+    }
+
+    /// The multi-objective problem, when it is one.
+    pub fn multi(&self) -> Option<&alcf_testfns::multi::MultiObjective> {
+        self.multi.as_deref()
     }
 
     /// Trials report a simulated learning curve of `epochs` lines ([`learning_curve`]), one per
@@ -211,6 +252,18 @@ impl Executor for BenchExecutor {
         job: JobHandle,
         metrics: MetricsSink,
     ) -> BoxFuture<Result<RunReport, ExecutorError>> {
+        if let Some(m) = self.multi.clone() {
+            // One metric per objective, no curve: what a two-objective study reads.
+            let values = self.args(&trial).map(|a| (m.eval)(&floats_of(&a)));
+            let delay = self.delay;
+            return Box::pin(async move {
+                let values = values?;
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                Ok(RunReport { metrics: m.objectives.iter().cloned().zip(values).collect(), ..RunReport::default() })
+            });
+        }
         // Without `epochs` nothing is sent to the sink. A noisy function also reports its
         // noiseless value (TRUE_METRIC), which regret is measured on.
         let values = self.args(&trial).map(|a| {
@@ -292,6 +345,7 @@ mod tests {
             dir: "/nonexistent".into(),
             job_name: crate::executor::job_name(&bench.function.name, 3, 1),
             slot: 0,
+            parent: None,
         }
     }
 
@@ -321,6 +375,22 @@ mod tests {
         let jobs = bench.submit(vec![t, wrong]).await.unwrap();
         assert!(jobs[0].is_ok());
         assert!(matches!(&jobs[1], Err(ExecutorError::Submit { trial: 3, message }) if message.contains("`x")));
+    }
+
+    #[tokio::test]
+    async fn multi_objective_problems_report_one_metric_per_objective() {
+        let bench = BenchExecutor::new("zdt1_d5", None, None).unwrap();
+        assert_eq!(bench.describe(), "bench:zdt1_d5");
+        assert_eq!(bench.objectives(), Some(&["f1".to_string(), "f2".to_string()][..]));
+        assert!(BenchExecutor::new("branin", None, None).unwrap().objectives().is_none());
+        let space = bench.space();
+        assert_eq!(space.names().count(), 5);
+        let t = spec(&bench, &space, 0.0);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = bench.wait(t.clone(), JobHandle::new("bench-3"), tx).await.unwrap();
+        // x = 0: on the front, f1 = 0 and f2 = 1.
+        assert_eq!(report.metrics, [("f1".to_string(), 0.0), ("f2".to_string(), 1.0)].into());
+        assert_eq!(bench.evaluate(&t).unwrap(), 0.0);
     }
 
     #[test]

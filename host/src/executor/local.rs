@@ -366,6 +366,8 @@ impl Inner {
             .map_err(|e| fail(format!("cannot resolve trial directory {}: {e}", trial.dir.display())))?;
         prepare_dir(&dir, self.config.rerun).map_err(fail)?;
         let params_path = protocol::write_params(&dir, &trial.params_json).map_err(|e| fail(e.to_string()))?;
+        // Trial directories are siblings (`<study>/trials/<id>`).
+        let parent_dir = trial.parent.and_then(|p| Some(dir.parent()?.join(format!("{p:06}"))));
 
         let vars = Vars {
             params: &trial.params,
@@ -375,6 +377,7 @@ impl Inner {
             slot: trial.slot,
             params_path: &params_path,
             config_dir: &self.config_dir,
+            parent_dir: parent_dir.as_deref(),
         };
         let mut argv = self.template.render(&vars).map_err(|e| fail(e.to_string()))?;
         for (i, arg) in argv.iter_mut().enumerate().skip(1) {
@@ -385,7 +388,7 @@ impl Inner {
         let mut env: Vec<(OsString, OsString)> =
             self.env.render(&vars).map_err(|e| fail(e.to_string()))?.into_iter().map(|(k, v)| (k.into(), v)).collect();
         // After `executor.env`, so a config cannot hide the protocol's own variables.
-        env.extend(protocol::env_vars(&vars).map(|(k, v)| (k.into(), v)));
+        env.extend(protocol::env_vars(&vars).into_iter().map(|(k, v)| (k.into(), v)));
 
         let mut argv = argv.into_iter();
         let program = match self.resolve_program(argv.next().unwrap_or_default()) {
@@ -616,6 +619,7 @@ pub(crate) mod tests {
             dir: dir.join(format!("trial-{id}")),
             job_name: crate::executor::job_name("test", id, 1),
             slot: 0,
+            parent: None,
         }
     }
 

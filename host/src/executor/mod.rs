@@ -67,6 +67,9 @@ pub struct TrialSpec {
     /// The trial's slot, 0..parallel-1: free while no trial holds it, stable while this one runs.
     /// Lets a config pin each running trial to its own GPU (`{slot}`).
     pub slot: u32,
+    /// The trial whose directory this one starts from (an agent's `jobs.submit` with a parent):
+    /// its program gets that directory as `ALCF_PARENT_DIR`, to load a checkpoint from it.
+    pub parent: Option<u64>,
 }
 
 /// The deterministic job name of one attempt of one trial: `<study>.t<id>.a<attempt>`, cut to

@@ -36,18 +36,26 @@ pub const RESULT_FILE: &str = "result.json";
 pub const STDOUT_FILE: &str = "stdout.log";
 pub const STDERR_FILE: &str = "stderr.log";
 
-/// The protocol's environment variables of one trial: its directory, id, attempt, slot and the
-/// path of its `params.json`. Every executor sets them after `executor.env`, so a config cannot
-/// hide them.
-pub fn env_vars(vars: &crate::executor::argv::Vars) -> [(String, std::ffi::OsString); 5] {
-    [
+/// The protocol's environment variables of one trial: its directory, id, attempt, slot, the
+/// path of its `params.json`, and for a trial an agent started from another one's checkpoint,
+/// `ALCF_PARENT_DIR` (that trial's directory). Every executor sets them after `executor.env`, so
+/// a config cannot hide them.
+pub fn env_vars(vars: &crate::executor::argv::Vars) -> Vec<(String, std::ffi::OsString)> {
+    let mut env: Vec<(String, std::ffi::OsString)> = vec![
         ("ALCF_TRIAL_DIR".into(), vars.trial_dir.as_os_str().to_owned()),
         ("ALCF_TRIAL_ID".into(), vars.trial_id.to_string().into()),
         ("ALCF_TRIAL_ATTEMPT".into(), vars.attempt.to_string().into()),
         ("ALCF_TRIAL_SLOT".into(), vars.slot.to_string().into()),
         ("ALCF_PARAMS".into(), vars.params_path.as_os_str().to_owned()),
-    ]
+    ];
+    if let Some(parent) = vars.parent_dir {
+        env.push((PARENT_DIR_VAR.into(), parent.as_os_str().to_owned()));
+    }
+    env
 }
+
+/// Set for a trial started from another trial's directory (PBT's exploit step).
+pub const PARENT_DIR_VAR: &str = "ALCF_PARENT_DIR";
 
 /// Limits of [`RunReport::log_tail`].
 pub const TAIL_LINES: usize = 40;

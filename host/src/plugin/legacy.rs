@@ -189,5 +189,6 @@ pub(crate) fn info(i: was::Info) -> cur::Info {
         description: i.description,
         capabilities: i.capabilities,
         prunes: false,
+        multi_objective: false,
     }
 }

@@ -15,6 +15,7 @@
 //! linked with a context that grants nothing, and host capabilities are granted per plugin.
 
 mod abi;
+pub mod agent;
 pub mod capability;
 pub mod fault;
 mod legacy;
@@ -49,6 +50,28 @@ pub(crate) mod bindings {
     });
 }
 
+/// The `agent-plugin` world: the same types and capabilities as a strategy's (shared with
+/// [`bindings`]), plus `jobs`, and the `agent` export.
+pub(crate) mod agent_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "agent-plugin",
+        imports: {
+            "alcf:hpo/jobs.submit": async,
+            "alcf:hpo/jobs.wait": async,
+            "alcf:hpo/jobs.cancel": async,
+            default: tracing,
+        },
+        exports: { default: async },
+        with: {
+            "alcf:hpo/types": crate::plugin::bindings::alcf::hpo::types,
+            "alcf:hpo/log": crate::plugin::bindings::alcf::hpo::log,
+            "alcf:hpo/storage": crate::plugin::bindings::alcf::hpo::storage,
+            "alcf:hpo/llm": crate::plugin::bindings::alcf::hpo::llm,
+        },
+    });
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
@@ -67,8 +90,16 @@ pub enum LoadError {
         "{path} was built against plugin ABI {ABI_PACKAGE}@{found}, but this alcf-host speaks {ABI_PACKAGE}@{ABI_VERSION} (and runs plugins built against 0.1.x). Rebuild the plugin against this host's wit/ (or use a host release that speaks {found})"
     )]
     AbiMismatch { path: PathBuf, found: String },
-    #[error("{path} imports {imports}, which this host does not provide to strategy plugins")]
-    UnknownImports { path: PathBuf, imports: String },
+    #[error("{path} imports {imports}, which this host does not provide to {kind} plugins")]
+    UnknownImports { path: PathBuf, imports: String, kind: &'static str },
+    #[error(
+        "{path} is an agent plugin (it exports `{ABI_PACKAGE}/agent`): an agent drives a whole study with `alcf-host run --strategy`; it cannot serve as a [pruner] or a strategy in compare"
+    )]
+    IsAnAgent { path: PathBuf },
+    #[error(
+        "{path} is an agent plugin built against {ABI_PACKAGE}@{found}; agents need {ABI_PACKAGE}@{ABI_VERSION}: rebuild it against this host's wit/"
+    )]
+    OldAgent { path: PathBuf, found: String },
     #[error("{path}: {message}")]
     Link { path: PathBuf, message: String },
 }
@@ -92,6 +123,18 @@ pub struct ComponentSummary {
 pub struct LoadedPlugin {
     pub summary: ComponentSummary,
     pre: abi::Pre,
+}
+
+/// A compiled, type-checked agent component (`agent-plugin` world).
+pub struct LoadedAgent {
+    pub summary: ComponentSummary,
+    pre: agent_bindings::AgentPluginPre<PluginState>,
+}
+
+/// Either kind of plugin, as `alcf-host run --strategy` accepts.
+pub enum Loaded {
+    Strategy(LoadedPlugin),
+    Agent(LoadedAgent),
 }
 
 /// The engine, the linker with every host capability, and the epoch ticker: made once per process
@@ -127,6 +170,8 @@ impl EngineShared {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed)?;
         // Every capability is linked; each call checks the plugin's grants (capability::CapabilitySet).
         bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(failed)?;
+        // `jobs`, for agent plugins (strategy plugins may not import it: `check_kind`).
+        agent_bindings::alcf::hpo::jobs::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(failed)?;
         // And under 0.1's names, for plugins built against it (`legacy`).
         legacy::bindings::StrategyPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(failed)?;
 
@@ -198,6 +243,33 @@ impl PluginRuntime {
     /// Reads, compiles (or loads from the cache), checks the ABI of, and links a strategy plugin.
     pub fn load(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
         let (component, summary) = self.compile(path)?;
+        self.link_strategy(component, summary)
+    }
+
+    /// A strategy or an agent, whichever the component exports.
+    pub fn load_any(&self, path: &Path) -> Result<Loaded, LoadError> {
+        let (component, summary) = self.compile(path)?;
+        if exports_agent(&summary) {
+            return self.link_agent(component, summary).map(Loaded::Agent);
+        }
+        self.link_strategy(component, summary).map(Loaded::Strategy)
+    }
+
+    fn link_agent(&self, component: Component, summary: ComponentSummary) -> Result<LoadedAgent, LoadError> {
+        let path = summary.path.clone();
+        check_abi(&summary)?;
+        if summary.abi_version.starts_with(&format!("{}.", legacy::VERSION)) {
+            return Err(LoadError::OldAgent { path, found: summary.abi_version });
+        }
+        check_imports(&summary, &["log", "storage", "llm", "jobs", "types"], "agent")?;
+        let link = |e: wasmtime::Error| LoadError::Link { path: path.clone(), message: format!("{e:#}") };
+        let pre = self.shared.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = agent_bindings::AgentPluginPre::new(pre).map_err(link)?;
+        Ok(LoadedAgent { summary, pre })
+    }
+
+    fn link_strategy(&self, component: Component, summary: ComponentSummary) -> Result<LoadedPlugin, LoadError> {
+        let path = summary.path.as_path();
         check_strategy(&summary)?;
         let pre = self
             .shared
@@ -313,7 +385,12 @@ fn compatible(version: &str) -> bool {
     key(version) == key(ABI_VERSION) || key(version) == legacy::VERSION
 }
 
-fn check_strategy(s: &ComponentSummary) -> Result<(), LoadError> {
+fn exports_agent(s: &ComponentSummary) -> bool {
+    s.exports.iter().any(|e| e.starts_with(&format!("{ABI_PACKAGE}/agent@")))
+}
+
+/// Every name of the ABI package the component uses is of a version this host speaks.
+fn check_abi(s: &ComponentSummary) -> Result<(), LoadError> {
     for name in s.exports.iter().chain(s.imports.iter()) {
         if let Some(v) = abi_version_of(name)
             && !compatible(&v)
@@ -321,22 +398,33 @@ fn check_strategy(s: &ComponentSummary) -> Result<(), LoadError> {
             return Err(LoadError::AbiMismatch { path: s.path.clone(), found: v });
         }
     }
-    if !s.exports.iter().any(|e| e.starts_with(&format!("{ABI_PACKAGE}/strategy@"))) {
-        return Err(LoadError::NotAStrategy { path: s.path.clone(), exports: s.exports.join(", ") });
-    }
+    Ok(())
+}
+
+/// Imports only WASI and the listed interfaces of the ABI package.
+fn check_imports(s: &ComponentSummary, allowed: &[&str], kind: &'static str) -> Result<(), LoadError> {
     let unknown: Vec<&str> = s
         .imports
         .iter()
         .map(String::as_str)
-        .filter(|i| {
-            !(i.starts_with("wasi:")
-                || [&"log", &"storage", &"llm", &"types"].iter().any(|c| i.starts_with(&format!("{ABI_PACKAGE}/{c}@"))))
-        })
+        .filter(|i| !(i.starts_with("wasi:") || allowed.iter().any(|c| i.starts_with(&format!("{ABI_PACKAGE}/{c}@")))))
         .collect();
     if !unknown.is_empty() {
-        return Err(LoadError::UnknownImports { path: s.path.clone(), imports: unknown.join(", ") });
+        return Err(LoadError::UnknownImports { path: s.path.clone(), imports: unknown.join(", "), kind });
     }
     Ok(())
+}
+
+fn check_strategy(s: &ComponentSummary) -> Result<(), LoadError> {
+    check_abi(s)?;
+    if !s.exports.iter().any(|e| e.starts_with(&format!("{ABI_PACKAGE}/strategy@"))) {
+        if exports_agent(s) {
+            return Err(LoadError::IsAnAgent { path: s.path.clone() });
+        }
+        return Err(LoadError::NotAStrategy { path: s.path.clone(), exports: s.exports.join(", ") });
+    }
+    // `jobs` is the agent world's: a strategy proposes, the host runs.
+    check_imports(s, &["log", "storage", "llm", "types"], "strategy")
 }
 
 pub fn hex(bytes: &[u8]) -> String {

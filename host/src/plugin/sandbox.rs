@@ -76,6 +76,12 @@ impl CallClock {
         self.host_ns.store(0, Ordering::Relaxed);
     }
 
+    /// A fresh allowance after a host call that hands control back to the plugin for a new
+    /// stretch of its own work (an agent's `jobs` calls).
+    pub(crate) fn restart(&mut self) {
+        self.start(self.limit);
+    }
+
     pub fn add_host_time(&self, d: Duration) {
         self.host_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }

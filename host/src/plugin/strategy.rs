@@ -96,6 +96,9 @@ pub struct StudyInfo {
     pub space: SearchSpace,
     pub direction: Direction,
     pub objective: String,
+    /// Every objective of a multi-objective study, `objective` first; empty for a study with
+    /// just `objective`.
+    pub objectives: Vec<(String, Direction)>,
     pub seed: u64,
     pub budget: Option<u32>,
     pub parallelism: u32,
@@ -111,6 +114,8 @@ pub struct PluginInfo {
     pub capabilities: Vec<String>,
     /// It wants running trials' reports (`judge`).
     pub prunes: bool,
+    /// It optimizes several objectives at once (`study.objectives`).
+    pub multi_objective: bool,
 }
 
 struct Live {
@@ -154,7 +159,7 @@ enum CallError {
 }
 
 /// What a failed guest call means: memory cap, deadline, or a trap (with the guest's own report).
-fn classify(store: &mut Store<PluginState>, error: wasmtime::Error, limit: Duration) -> Fault {
+pub(crate) fn classify(store: &mut Store<PluginState>, error: wasmtime::Error, limit: Duration) -> Fault {
     if let Some(requested) = store.data_mut().memory.refused.take() {
         return Fault::OutOfMemory { requested, cap: store.data().memory.max_bytes as u64 };
     }
@@ -393,13 +398,7 @@ impl SandboxedStrategy {
             Ok(i) => i,
             Err(f) => return Err(fault(self, f)),
         };
-        Ok(PluginInfo {
-            name: cut_message(info.name),
-            version: cut_message(info.version),
-            description: cut_message(info.description),
-            capabilities: info.capabilities.into_iter().take(16).map(cut_message).collect(),
-            prunes: info.prunes,
-        })
+        Ok(info_from_wit(info))
     }
 
     /// Asks for up to `count` new assignments. The result is unvalidated: the caller checks each
@@ -482,7 +481,19 @@ impl SandboxedStrategy {
     }
 }
 
-fn study_to_wit(s: &StudyInfo) -> wit::Study {
+/// A plugin's `describe` answer, its strings cut like any plugin string.
+pub(crate) fn info_from_wit(info: wit::Info) -> PluginInfo {
+    PluginInfo {
+        name: cut_message(info.name),
+        version: cut_message(info.version),
+        description: cut_message(info.description),
+        capabilities: info.capabilities.into_iter().take(16).map(cut_message).collect(),
+        prunes: info.prunes,
+        multi_objective: info.multi_objective,
+    }
+}
+
+pub(crate) fn study_to_wit(s: &StudyInfo) -> wit::Study {
     wit::Study {
         name: s.name.clone(),
         space: s
@@ -502,15 +513,36 @@ fn study_to_wit(s: &StudyInfo) -> wit::Study {
                 },
             })
             .collect(),
-        direction: match s.direction {
-            Direction::Minimize => wit::Direction::Minimize,
-            Direction::Maximize => wit::Direction::Maximize,
-        },
+        conditions: s
+            .space
+            .params()
+            .iter()
+            .filter_map(|p| {
+                let c = s.space.condition(&p.name)?;
+                Some(wit::Condition { param: p.name.clone(), parent: c.parent.clone(), values: c.values.clone() })
+            })
+            .collect(),
+        direction: direction_to_wit(s.direction),
         objective: s.objective.clone(),
+        objectives: if s.objectives.is_empty() {
+            vec![wit::Objective { name: s.objective.clone(), direction: direction_to_wit(s.direction) }]
+        } else {
+            s.objectives
+                .iter()
+                .map(|(n, d)| wit::Objective { name: n.clone(), direction: direction_to_wit(*d) })
+                .collect()
+        },
         seed: s.seed,
         budget: s.budget,
         parallelism: s.parallelism,
         options: s.options.to_string(),
+    }
+}
+
+fn direction_to_wit(d: Direction) -> wit::Direction {
+    match d {
+        Direction::Minimize => wit::Direction::Minimize,
+        Direction::Maximize => wit::Direction::Maximize,
     }
 }
 
@@ -522,7 +554,7 @@ fn value_to_wit(v: &Value) -> wit::Value {
     }
 }
 
-fn value_from_wit(v: wit::Value) -> Value {
+pub(crate) fn value_from_wit(v: wit::Value) -> Value {
     match v {
         wit::Value::Float(x) => Value::Float(x),
         wit::Value::Int(x) => Value::Int(x),
@@ -530,11 +562,11 @@ fn value_from_wit(v: wit::Value) -> Value {
     }
 }
 
-fn assignment_to_wit(values: &[(String, Value)]) -> Vec<wit::Assignment> {
+pub(crate) fn assignment_to_wit(values: &[(String, Value)]) -> Vec<wit::Assignment> {
     values.iter().map(|(n, v)| wit::Assignment { name: n.clone(), value: value_to_wit(v) }).collect()
 }
 
-fn observation_to_wit(o: &Observation) -> wit::Outcome {
+pub(crate) fn observation_to_wit(o: &Observation) -> wit::Outcome {
     wit::Outcome {
         trial: wit::Trial { id: o.trial, params: assignment_to_wit(&o.params.values) },
         status: match o.status {

@@ -37,7 +37,8 @@ use crate::space::Metrics;
 pub const DB_FILE: &str = "study.db";
 /// 2: `trial.job_handle` (an executor's serializable handle) and the `cancelled` state.
 /// 3: the `queue` table (enqueued trials) and `trial.source` (where a trial came from).
-const SCHEMA_VERSION: i64 = 3;
+/// 4: `trial.parent` (the trial whose checkpoint an agent's trial started from).
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
@@ -215,6 +216,8 @@ pub struct TrialRow {
     pub log_tail: Option<String>,
     /// Where the trial came from when the user chose it (`config`, `cli`); `None`: the strategy.
     pub source: Option<String>,
+    /// The trial whose directory (checkpoint) this one was started from, by an agent.
+    pub parent: Option<u64>,
 }
 
 /// How a trial ended, to be recorded.
@@ -279,7 +282,8 @@ CREATE TABLE IF NOT EXISTS trial (
     curve TEXT,
     failure TEXT,
     log_tail TEXT,
-    source TEXT
+    source TEXT,
+    parent INTEGER
 );
 CREATE INDEX IF NOT EXISTS trial_state ON trial(state);
 CREATE TABLE IF NOT EXISTS storage (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -614,10 +618,15 @@ impl StudyDb {
 
     /// Writes a new trial in state `pending` and returns its id.
     pub fn insert_trial(&self, params: &Map<String, Json>) -> Result<u64, StudyError> {
+        self.insert_child(params, None)
+    }
+
+    /// A new `pending` trial started from `parent`'s directory (an agent's `jobs.submit`).
+    pub fn insert_child(&self, params: &Map<String, Json>, parent: Option<u64>) -> Result<u64, StudyError> {
         let text = Json::Object(params.clone()).to_string();
         self.with(|c| {
-            c.prepare_cached("INSERT INTO trial(params, state, created_at) VALUES (?1, 'pending', ?2)")?
-                .execute(params![text, now()])?;
+            c.prepare_cached("INSERT INTO trial(params, state, created_at, parent) VALUES (?1, 'pending', ?2, ?3)")?
+                .execute(params![text, now(), parent.map(|p| p as i64)])?;
             Ok(c.last_insert_rowid() as u64)
         })
     }
@@ -703,7 +712,7 @@ impl StudyDb {
         let rows = self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, params, state, attempt, job_id, created_at, started_at, finished_at, value, metrics, curve,
-                        failure, log_tail, job_handle, source FROM trial ORDER BY id",
+                        failure, log_tail, job_handle, source, parent FROM trial ORDER BY id",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -722,6 +731,7 @@ impl StudyDb {
                     r.get::<_, Option<String>>(12)?,
                     r.get::<_, Option<String>>(13)?,
                     r.get::<_, Option<String>>(14)?,
+                    r.get::<_, Option<i64>>(15)?,
                 ))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -745,6 +755,7 @@ impl StudyDb {
                     log_tail,
                     job_handle,
                     source,
+                    parent,
                 )| {
                     let params = match serde_json::from_str(&params) {
                         Ok(Json::Object(m)) => m,
@@ -767,6 +778,7 @@ impl StudyDb {
                         failure,
                         log_tail,
                         source,
+                        parent: parent.map(|p| p as u64),
                     })
                 },
             )
@@ -844,6 +856,10 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let has_source: bool = conn.prepare("SELECT 1 FROM pragma_table_info('trial') WHERE name = 'source'")?.exists([])?;
     if !has_source {
         conn.execute_batch("ALTER TABLE trial ADD COLUMN source TEXT")?;
+    }
+    let has_parent: bool = conn.prepare("SELECT 1 FROM pragma_table_info('trial') WHERE name = 'parent'")?.exists([])?;
+    if !has_parent {
+        conn.execute_batch("ALTER TABLE trial ADD COLUMN parent INTEGER")?;
     }
     let version: Option<String> =
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
@@ -1010,21 +1026,24 @@ mod tests {
     }
 
     #[test]
-    fn a_version_2_study_is_migrated() {
+    fn a_version_2_study_is_migrated_to_4() {
         let dir = tempfile::tempdir().unwrap();
         drop(StudyDb::create_with(dir.path(), &meta(), Fs::Local).unwrap());
         {
             let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
             c.execute_batch(
-                "DROP TABLE queue; ALTER TABLE trial DROP COLUMN source;
+                "DROP TABLE queue; ALTER TABLE trial DROP COLUMN source; ALTER TABLE trial DROP COLUMN parent;
                  UPDATE meta SET value = '2' WHERE key = 'schema_version';
                  INSERT INTO trial(params, state, created_at) VALUES ('{\"x\":0.5}', 'completed', 1.0);",
             )
             .unwrap();
         }
         let db = StudyDb::open_with(dir.path(), Fs::Local).unwrap();
-        assert_eq!(db.meta_value("schema_version").unwrap().as_deref(), Some("3"));
+        assert_eq!(db.meta_value("schema_version").unwrap().as_deref(), Some("4"));
         assert_eq!(db.trials().unwrap()[0].source, None);
+        assert_eq!(db.trials().unwrap()[0].parent, None);
+        let child = db.insert_child(&params(0.25, "b"), Some(1)).unwrap();
+        assert_eq!(db.trials().unwrap().iter().find(|t| t.id == child).unwrap().parent, Some(1));
         db.enqueue(&params(0.5, "a"), "cli").unwrap();
         assert_eq!(db.queued().unwrap().len(), 1);
     }

@@ -13,8 +13,11 @@
 //!
 //! [`by_name`] accepts `ackley5` or (`ackley`, Some(5)); without a dimension the defaults are
 //! ackley 5, rosenbrock 4, levy 5, styblinski_tang 5. `eval` takes values in `params` order.
+//!
+//! [`multi`] has the two-objective problems (ZDT1–3, `zdt1_d5`) with their Pareto fronts.
 
 pub mod bbob;
+pub mod multi;
 pub mod suite;
 
 use std::f64::consts::PI;
@@ -114,7 +117,7 @@ impl fmt::Display for UnknownFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (known: {}, and bbob_fF_iI_dD[_mixed][_add<σ>|_mul<β>]: BBOB function F in 1..=24, instance I, dimension D, a mixed space, noise)",
+            "{} (known: {}, the two-objective zdt1, zdt2, zdt3 [_dN], and bbob_fF_iI_dD[_mixed][_add<σ>|_mul<β>]: BBOB function F in 1..=24, instance I, dimension D, a mixed space, noise)",
             self.0,
             NAMES.join(", ")
         )

@@ -9,7 +9,8 @@ pub struct RandomSearch {
 
 impl Strategy for RandomSearch {
     fn info() -> PluginInfo {
-        PluginInfo::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), "Uniform random search")
+        // It ignores the objectives, so it serves a study with any number of them.
+        PluginInfo::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), "Uniform random search").multi_objective()
     }
 
     fn new(study: &Study) -> Result<Self, String> {

@@ -78,8 +78,12 @@ def export(cls):
         return Study(
             name=s.name,
             space=[param_in(p) for p in s.space],
+            conditions=[(c.param, c.parent, list(c.values)) for c in s.conditions],
             direction="maximize" if s.direction == wt.Direction.MAXIMIZE else "minimize",
             objective=s.objective,
+            objectives=[
+                (o.name, "maximize" if o.direction == wt.Direction.MAXIMIZE else "minimize") for o in s.objectives
+            ],
             seed=int(s.seed),
             budget=None if s.budget is None else int(s.budget),
             parallelism=int(s.parallelism),
@@ -133,6 +137,7 @@ def export(cls):
                 description=i["description"],
                 capabilities=i["capabilities"],
                 prunes=i["prunes"],
+                multi_objective=i["multi_objective"],
             )
 
         def init(self, study) -> None:

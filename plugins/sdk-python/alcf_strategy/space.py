@@ -61,6 +61,10 @@ def _as_f64(v):
         return None
 
 
+
+# The coordinate of a parameter a trial lacks (inactive in a conditional space).
+INACTIVE = 0.5
+
 class Space:
     """A validated search space (`Space(params)`; raises `PluginError` with the Rust SDK's texts)."""
 
@@ -220,14 +224,13 @@ class Space:
         return {p.name: self.decode_value(j, x[j]) for j, p in enumerate(self._params)}
 
     def encode(self, params) -> list:
-        """Encodes an assignment (a dict naming every parameter) into the unit cube."""
+        """Encodes an assignment (a dict) into the unit cube. A parameter it lacks (inactive in a
+        conditional space: the host never drops any other) is at `INACTIVE`, the middle."""
         if not isinstance(params, Mapping):
             params = dict(params)
         out = []
         for j, p in enumerate(self._params):
-            if p.name not in params:
-                raise PluginError(f"assignment lacks parameter `{p.name}`")
-            out.append(self.encode_value(j, params[p.name]))
+            out.append(self.encode_value(j, params[p.name]) if p.name in params else INACTIVE)
         return out
 
     def snap(self, x) -> list:

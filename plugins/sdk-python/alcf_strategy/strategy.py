@@ -18,7 +18,8 @@ class Strategy:
 
     Class attributes: `name`, `version`, `description` and `capabilities` (any of "log",
     "storage", "llm"), returned by WIT `describe`; `prunes = True` asks the host for running
-    trials' reports (`judge`).
+    trials' reports (`judge`); `multi_objective = True` says it optimizes every objective in
+    `study.objectives` at once.
 
     `__init__(study)` sets `self.study`, `self.space = Space(study.space)`,
     `self.history = History(study.direction)`, `self.seed = study.seed` and `self.seen = 0` (the
@@ -31,6 +32,7 @@ class Strategy:
     description = ""
     capabilities: list = []
     prunes = False
+    multi_objective = False
 
     def __init__(self, study):
         self.study = study
@@ -78,6 +80,7 @@ def describe_info(cls) -> dict:
         "description": str(description),
         "capabilities": [str(c) for c in getattr(cls, "capabilities", [])],
         "prunes": bool(getattr(cls, "prunes", False)),
+        "multi_objective": bool(getattr(cls, "multi_objective", False)),
     }
 
 

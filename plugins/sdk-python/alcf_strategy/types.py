@@ -12,7 +12,7 @@ machinery; the export layer converts to and from the generated bindings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 #: One hyperparameter value: float, int or a choice's string.
 Value = Union[float, int, str]
@@ -72,7 +72,12 @@ class Study:
     `space` lists the parameters in a fixed order, `direction` is "minimize" or "maximize",
     `objective` names the objective metric, `budget` is the total number of trials or None,
     `parallelism` the number of trials the host keeps running at once and `options` the plugin
-    options as JSON object text ("{}" when none; read it with `Options`).
+    options as JSON object text ("{}" when none; read it with `Options`). `objectives` lists
+    every objective as (name, direction), the first being `objective`: one entry unless the
+    study is multi-objective (empty means just `objective`). `conditions` lists the conditional
+    parameters as (param, parent, values): `param` is active only when the choice `parent` has one
+    of `values`; a trial's params lack an inactive parameter (`Space.encode` puts it at the middle),
+    and a suggestion may give it or not (the host drops it).
     """
 
     name: str
@@ -83,6 +88,8 @@ class Study:
     budget: Optional[int] = None
     parallelism: int = 1
     options: str = "{}"
+    objectives: List[Tuple[str, str]] = field(default_factory=list)
+    conditions: List[Tuple[str, str, List[str]]] = field(default_factory=list)
 
     @classmethod
     def new(cls, space, seed: int = 0, direction: str = "minimize", options: str = "{}") -> "Study":

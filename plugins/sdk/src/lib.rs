@@ -35,6 +35,7 @@
 
 extern crate self as alcf_plugin_sdk;
 
+pub mod agent;
 pub mod history;
 pub mod json;
 pub mod llm;
@@ -72,6 +73,26 @@ pub mod bindings {
         export_macro_name: "__export_strategy_plugin",
         default_bindings_module: "alcf_plugin_sdk::bindings",
         runtime_path: "alcf_plugin_sdk::__wit_bindgen_rt",
+    });
+}
+
+/// Generated bindings of the `agent-plugin` world: its types and capabilities are the strategy
+/// world's ([`bindings`]); `jobs` and the `agent` export are its own (behind [`export_agent!`]).
+#[doc(hidden)]
+pub mod agent_bindings {
+    wit_bindgen::generate!({
+        world: "agent-plugin",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_agent_plugin",
+        default_bindings_module: "alcf_plugin_sdk::agent_bindings",
+        runtime_path: "alcf_plugin_sdk::__wit_bindgen_rt",
+        with: {
+            "alcf:hpo/types@0.2.0": crate::bindings::alcf::hpo::types,
+            "alcf:hpo/log@0.2.0": crate::bindings::alcf::hpo::log,
+            "alcf:hpo/storage@0.2.0": crate::bindings::alcf::hpo::storage,
+            "alcf:hpo/llm@0.2.0": crate::bindings::alcf::hpo::llm,
+        },
     });
 }
 
@@ -186,6 +207,12 @@ pub mod __rt {
             params: tr.params.into_iter().map(|a| t::Assignment { name: a.name, value: value_in(a.value) }).collect(),
         }
     }
+    fn direction_in(d: b::Direction) -> t::Direction {
+        match d {
+            b::Direction::Minimize => t::Direction::Minimize,
+            b::Direction::Maximize => t::Direction::Maximize,
+        }
+    }
     pub fn study_in(s: b::Study) -> t::Study {
         t::Study {
             name: s.name,
@@ -201,11 +228,18 @@ pub mod __rt {
                     },
                 })
                 .collect(),
-            direction: match s.direction {
-                b::Direction::Minimize => t::Direction::Minimize,
-                b::Direction::Maximize => t::Direction::Maximize,
-            },
+            conditions: s
+                .conditions
+                .into_iter()
+                .map(|c| t::Condition { param: c.param, parent: c.parent, values: c.values })
+                .collect(),
+            direction: direction_in(s.direction),
             objective: s.objective,
+            objectives: s
+                .objectives
+                .into_iter()
+                .map(|o| t::Objective { name: o.name, direction: direction_in(o.direction) })
+                .collect(),
             seed: s.seed,
             budget: s.budget,
             parallelism: s.parallelism,
@@ -214,13 +248,17 @@ pub mod __rt {
     }
 
     pub fn describe<S: Strategy>() -> b::Info {
-        let i = S::info();
+        info_out(S::info())
+    }
+
+    pub fn info_out(i: t::PluginInfo) -> b::Info {
         b::Info {
             name: i.name,
             version: i.version,
             description: i.description,
             capabilities: i.capabilities,
             prunes: i.prunes,
+            multi_objective: i.multi_objective,
         }
     }
 
@@ -246,28 +284,60 @@ pub mod __rt {
         let pending: Vec<t::Trial> = pending.into_iter().map(trial_in).collect();
         let mut out = with_instance::<S, _>("suggest", |s| s.suggest(count as usize, &pending))?;
         out.truncate(count as usize);
-        Ok(out
-            .into_iter()
-            .map(|p| p.into_iter().map(|a| b::Assignment { name: a.name, value: value_out(a.value) }).collect())
-            .collect())
+        Ok(out.into_iter().map(params_out).collect())
+    }
+
+    fn outcome_in(o: b::Outcome) -> t::Outcome {
+        t::Outcome {
+            trial: trial_in(o.trial),
+            status: match o.status {
+                b::Status::Completed => t::Status::Completed,
+                b::Status::Failed => t::Status::Failed,
+                b::Status::Pruned => t::Status::Pruned,
+            },
+            value: o.value,
+            metrics: o.metrics,
+            curve: o.curve,
+        }
+    }
+
+    fn params_out(p: t::Params) -> Vec<b::Assignment> {
+        p.into_iter().map(|a| b::Assignment { name: a.name, value: value_out(a.value) }).collect()
     }
 
     pub fn observe<S: Strategy>(outcomes: Vec<b::Outcome>) -> Result<(), String> {
-        let outcomes: Vec<t::Outcome> = outcomes
-            .into_iter()
-            .map(|o| t::Outcome {
-                trial: trial_in(o.trial),
-                status: match o.status {
-                    b::Status::Completed => t::Status::Completed,
-                    b::Status::Failed => t::Status::Failed,
-                    b::Status::Pruned => t::Status::Pruned,
-                },
-                value: o.value,
-                metrics: o.metrics,
-                curve: o.curve,
-            })
-            .collect();
+        let outcomes: Vec<t::Outcome> = outcomes.into_iter().map(outcome_in).collect();
         with_instance::<S, _>("observe", |s| s.observe(&outcomes))
+    }
+
+    /// The host's `jobs` import behind [`crate::agent::Jobs`].
+    struct HostJobs;
+
+    impl crate::agent::Jobs for HostJobs {
+        fn submit(&mut self, params: &t::Params, parent: Option<u64>) -> Result<u64, String> {
+            crate::agent_bindings::alcf::hpo::jobs::submit(&params_out(params.clone()), parent)
+        }
+        fn wait(&mut self, timeout: std::time::Duration) -> Result<Vec<t::Outcome>, String> {
+            let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+            Ok(crate::agent_bindings::alcf::hpo::jobs::wait(ms)?.into_iter().map(outcome_in).collect())
+        }
+        fn cancel(&mut self, trial: u64) -> Result<(), String> {
+            crate::agent_bindings::alcf::hpo::jobs::cancel(trial)
+        }
+    }
+
+    pub fn run_agent<A: crate::agent::Agent>(
+        study: b::Study,
+        history: Vec<b::Outcome>,
+        running: Vec<b::Trial>,
+        lineage: Vec<b::Lineage>,
+    ) -> Result<(), String> {
+        let standing = crate::agent::Standing {
+            history: history.into_iter().map(outcome_in).collect(),
+            running: running.into_iter().map(trial_in).collect(),
+            parents: lineage.into_iter().map(|l| (l.trial, l.parent)).collect(),
+        };
+        A::run(&study_in(study), standing, &mut HostJobs)
     }
 
     pub fn judge<S: Strategy>(reports: Vec<b::Report>) -> Result<Vec<b::Verdict>, String> {

@@ -308,13 +308,10 @@ mod tests {
     fn study() -> Study {
         Study {
             name: "s".into(),
-            space: vec![],
-            direction: Direction::Minimize,
             objective: "loss".into(),
-            seed: 1,
-            budget: None,
             parallelism: 4,
-            options: "{}".into(),
+            objectives: vec![crate::types::Objective { name: "loss".into(), direction: Direction::Minimize }],
+            ..Study::new(vec![]).with_seed(1)
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Space {
     params: Vec<Param>,
 }
 
+/// The coordinate of a parameter a trial lacks (inactive in a conditional space).
+pub const INACTIVE: f64 = 0.5;
+
 impl Space {
     /// Validates bounds (low <= high, finite, low > 0 for float log, low >= 1 for int log,
     /// at least one choice, unique names).
@@ -171,17 +174,16 @@ impl Space {
             .collect()
     }
 
-    /// Encodes an assignment (any order; every parameter must be named) into the unit cube.
+    /// Encodes an assignment (any order) into the unit cube. A parameter it lacks (inactive in a
+    /// conditional space: the host never drops any other) is at [`INACTIVE`], the middle.
     pub fn encode(&self, params: &[Assignment]) -> Result<Vec<f64>, String> {
         self.params
             .iter()
             .enumerate()
-            .map(|(j, p)| {
-                let a = params
-                    .iter()
-                    .find(|a| a.name == p.name)
-                    .ok_or_else(|| format!("assignment lacks parameter `{}`", p.name))?;
-                self.encode_value(j, &a.value)
+            .map(|(j, p)| match params.iter().find(|a| a.name == p.name) {
+                Some(a) => self.encode_value(j, &a.value),
+                // Inactive in a conditional space (the host validated the rest): the middle.
+                None => Ok(INACTIVE),
             })
             .collect()
     }
@@ -340,7 +342,7 @@ mod tests {
         let oh = s.one_hot(&x);
         assert_eq!(oh.len(), 7);
         assert_eq!(&oh[4..], &[0.0, 0.0, 1.0]);
-        assert!(s.encode(&[]).is_err());
+        assert_eq!(s.encode(&[]).unwrap(), vec![INACTIVE; s.dim()], "a lacking parameter is inactive: the middle");
         assert!(s.encode_value(4, &Value::Choice("zz".into())).is_err());
         assert!(Space::new(&[Param::log_float("a", 0.0, 1.0)]).is_err());
         assert!(Space::new(&[Param::choice("c", &[])]).is_err());

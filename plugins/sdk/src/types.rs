@@ -1,4 +1,4 @@
-//! Plain Rust mirrors of the WIT types (`alcf:hpo/types@0.1.0`).
+//! Plain Rust mirrors of the WIT types (`alcf:hpo/types@0.2.0`).
 //!
 //! Strategies work with these types only, so their algorithms compile and test natively without
 //! any WebAssembly machinery. The export layer converts to and from the generated bindings.
@@ -73,13 +73,46 @@ pub enum Direction {
     Maximize,
 }
 
+impl Direction {
+    /// `value` turned so that lower is better.
+    pub fn loss(self, value: f64) -> f64 {
+        match self {
+            Direction::Minimize => value,
+            Direction::Maximize => -value,
+        }
+    }
+}
+
+/// A conditional parameter: `param` is active only when the choice parameter `parent` (itself
+/// active) has one of `values`. A trial's params lack an inactive parameter; [`crate::Space`]
+/// encodes a missing parameter as the middle of its range, so a strategy may ignore conditions
+/// and propose every parameter (the host drops the inactive ones).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub param: String,
+    pub parent: String,
+    pub values: Vec<String>,
+}
+
+/// One objective of a study: the metric and which way is better.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Objective {
+    pub name: String,
+    pub direction: Direction,
+}
+
 /// What a strategy is told about the study it serves.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Study {
     pub name: String,
     pub space: Vec<Param>,
+    /// The conditional parameters of `space` (empty when none is).
+    pub conditions: Vec<Condition>,
     pub direction: Direction,
     pub objective: String,
+    /// Every objective, `objective` and `direction` first: one entry unless the study is
+    /// multi-objective (then the plugin must say [`PluginInfo::multi_objective`]).
+    pub objectives: Vec<Objective>,
     pub seed: u64,
     pub budget: Option<u32>,
     pub parallelism: u32,
@@ -94,8 +127,10 @@ impl Study {
         Study {
             name: "study".into(),
             space,
+            conditions: Vec::new(),
             direction: Direction::Minimize,
             objective: "objective".into(),
+            objectives: vec![Objective { name: "objective".into(), direction: Direction::Minimize }],
             seed: 0,
             budget: None,
             parallelism: 1,
@@ -112,6 +147,19 @@ impl Study {
     }
     pub fn with_direction(mut self, direction: Direction) -> Self {
         self.direction = direction;
+        if let Some(first) = self.objectives.first_mut() {
+            first.direction = direction;
+        }
+        self
+    }
+    /// A multi-objective study: `objectives` in order, the first becoming `objective` and
+    /// `direction`.
+    pub fn with_objectives(mut self, objectives: &[(&str, Direction)]) -> Self {
+        self.objectives = objectives.iter().map(|(n, d)| Objective { name: n.to_string(), direction: *d }).collect();
+        if let Some(first) = self.objectives.first() {
+            self.objective = first.name.clone();
+            self.direction = first.direction;
+        }
         self
     }
 }
@@ -144,6 +192,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The value of each of `objectives` in this outcome's metrics, in order; `None` unless the
+    /// trial completed and reported them all.
+    pub fn values(&self, objectives: &[Objective]) -> Option<Vec<f64>> {
+        if self.status != Status::Completed {
+            return None;
+        }
+        objectives.iter().map(|o| self.metric(&o.name)).collect()
+    }
+
+    /// A metric of the final result.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
     /// The value of `metric` in each intermediate report, by step (`None` where a report lacks it).
     pub fn curve_of(&self, metric: &str) -> Vec<Option<f64>> {
         self.curve.iter().map(|m| m.iter().find(|(k, _)| k == metric).map(|(_, v)| *v)).collect()
@@ -184,6 +246,9 @@ pub struct PluginInfo {
     pub capabilities: Vec<String>,
     /// The host should call [`crate::Strategy::judge`] with running trials' reports.
     pub prunes: bool,
+    /// The plugin optimizes every objective of [`Study::objectives`] at once; the host refuses a
+    /// plugin without it for a study with more than one objective.
+    pub multi_objective: bool,
 }
 
 impl PluginInfo {
@@ -194,7 +259,13 @@ impl PluginInfo {
             description: description.into(),
             capabilities: Vec::new(),
             prunes: false,
+            multi_objective: false,
         }
+    }
+    /// Says the plugin handles studies with several objectives ([`Study::objectives`]).
+    pub fn multi_objective(mut self) -> Self {
+        self.multi_objective = true;
+        self
     }
     /// Asks the host for running trials' reports ([`crate::Strategy::judge`]).
     pub fn pruning(mut self) -> Self {

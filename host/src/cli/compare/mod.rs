@@ -78,6 +78,10 @@ pub enum Metric {
         #[serde(serialize_with = "direction_str")]
         direction: Direction,
     },
+    /// A multi-objective bench problem (`bench:zdt1_d5`): the hypervolume of the front of the
+    /// completed trials so far against `reference` (higher is better); `front` is the true
+    /// front's hypervolume against it.
+    Hypervolume { objectives: Vec<String>, reference: Vec<f64>, front: f64 },
 }
 
 impl Metric {
@@ -89,12 +93,17 @@ impl Metric {
         match self {
             Metric::Regret { .. } => Direction::Minimize,
             Metric::Best { direction } => *direction,
+            Metric::Hypervolume { .. } => Direction::Maximize,
         }
     }
 
-    /// Short column name: "regret" or "best".
+    /// Short column name: "regret", "best" or "hypervolume".
     pub fn label(&self) -> &'static str {
-        if self.is_regret() { "regret" } else { "best" }
+        match self {
+            Metric::Regret { .. } => "regret",
+            Metric::Best { .. } => "best",
+            Metric::Hypervolume { .. } => "hypervolume",
+        }
     }
 }
 
@@ -160,6 +169,9 @@ pub struct TrialResult {
     /// The noiseless value of this trial, on a noisy bench function.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub true_value: Option<f64>,
+    /// Each objective's value, on a multi-objective problem (`None`: the trial failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<f64>>,
     /// Wall time of the `suggest` call that proposed this trial, divided by the number of
     /// suggestions it returned (seconds). Not measured with --config.
     pub suggest_s: Option<f64>,
@@ -179,6 +191,9 @@ pub struct RunResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub optimum: Option<f64>,
     pub trials: Vec<TrialResult>,
+    /// On a multi-objective problem: how many completed trials are on the run's Pareto front.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front_size: Option<usize>,
     /// Total wall time of `suggest` calls and the number of suggestions they returned.
     pub suggest_s: f64,
     pub suggestions: u32,
@@ -203,6 +218,7 @@ impl RunResult {
             problem: None,
             optimum: None,
             trials: Vec::new(),
+            front_size: None,
             suggest_s: 0.0,
             suggestions: 0,
             observe_s: 0.0,
@@ -253,6 +269,8 @@ struct Finished {
     value: Option<f64>,
     /// The noiseless value, on a noisy bench function.
     true_value: Option<f64>,
+    /// Each objective's value, on a multi-objective problem.
+    values: Option<Vec<f64>>,
     suggest_s: Option<f64>,
 }
 
@@ -267,7 +285,16 @@ fn push_trial(run: &mut RunResult, metric: &Metric, t: Finished) {
         (None, Some(_)) => true,
         (_, None) => false,
     };
-    let best = if improved { t.value } else { prev };
+    let best = match metric {
+        // Every objective is minimized on the bench problems.
+        Metric::Hypervolume { reference, .. } => {
+            let points: Vec<Vec<f64>> =
+                run.trials.iter().filter_map(|r| r.values.clone()).chain(t.values.clone()).collect();
+            (!points.is_empty()).then(|| alcf_pareto::hypervolume(&points, reference))
+        }
+        _ if improved => t.value,
+        _ => prev,
+    };
     let regret = match (metric, run.optimum) {
         (Metric::Regret { .. }, Some(optimum)) if improved => t.true_value.or(t.value).map(|v| v - optimum),
         (Metric::Regret { .. }, Some(_)) => last.and_then(|t| t.regret),
@@ -282,8 +309,15 @@ fn push_trial(run: &mut RunResult, metric: &Metric, t: Finished) {
         best,
         regret,
         true_value: t.true_value,
+        values: t.values,
         suggest_s: t.suggest_s,
     });
+}
+
+/// The size of a multi-objective run's Pareto front.
+fn front_size(run: &RunResult) -> usize {
+    let points: Vec<Vec<f64>> = run.trials.iter().filter_map(|r| r.values.clone()).collect();
+    alcf_pareto::pareto_front(&points).len()
 }
 
 /// Labels from file stems (and options), made unique.
@@ -492,7 +526,14 @@ fn default_limits() -> (PluginLimits, Grants) {
 fn compare_bench(opts: &CompareOptions, objective: &str, repeats: u32, out: &Path) -> anyhow::Result<Comparison> {
     let (name, dim) = parse_bench(objective)?;
     let problems = BenchProblems::new(&name, dim)?;
-    let metric = Metric::Regret { optimum: problems.fixed.as_ref().map(|b| b.function().optimum) };
+    let metric = match problems.fixed.as_ref().and_then(BenchExecutor::multi) {
+        Some(m) => Metric::Hypervolume {
+            objectives: m.objectives.clone(),
+            reference: m.reference(),
+            front: m.front_hypervolume_11(),
+        },
+        None => Metric::Regret { optimum: problems.fixed.as_ref().map(|b| b.function().optimum) },
+    };
     let objective = format!("bench:{}", problems.name());
     let trials = opts.trials.unwrap_or(DEFAULT_TRIALS);
     let parallel = opts.parallel.unwrap_or(1);
@@ -724,11 +765,16 @@ impl Observer for Collector {
 async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Result<(), String> {
     let bench_name = &ctx.executor.function().name;
     let name = format!("compare-{bench_name}-{}-r{}", ctx.strategy.name, job.repeat);
+    // A multi-objective problem's objectives, all minimized; the first is each trial's value.
+    let objectives: Vec<(String, Direction)> =
+        ctx.executor.objectives().unwrap_or_default().iter().map(|m| (m.clone(), Direction::Minimize)).collect();
+    let objective = objectives.first().map_or(bench::METRIC.to_string(), |o| o.0.clone());
     let study = StudyInfo {
         name: name.clone(),
         space: ctx.space.clone(),
         direction: Direction::Minimize,
-        objective: bench::METRIC.to_string(),
+        objective: objective.clone(),
+        objectives: objectives.clone(),
         seed: ctx.seed,
         budget: Some(ctx.trials),
         parallelism: ctx.parallel,
@@ -739,9 +785,19 @@ async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Resul
     // Instantiate and `init` the plugin before timing suggestions, so the first one is not charged
     // for it: `suggest(0)` brings an instance up and asks for nothing (its answer is ignored).
     strategy.suggest(0, &[]).await.map_err(|e| e.to_string())?;
+    if !objectives.is_empty() {
+        let info = strategy.describe().await.map_err(|e| e.to_string())?;
+        if !info.multi_objective {
+            return Err(format!(
+                "strategy `{}` optimizes one objective, but bench:{bench_name} has {}: compare multi-objective strategies on it (e.g. plugins/genetic.wasm, plugins/random.wasm)",
+                info.name,
+                objectives.len()
+            ));
+        }
+    }
     let meta = StudyMeta {
         name: name.clone(),
-        objective: bench::METRIC.to_string(),
+        objective: objective.clone(),
         direction: Direction::Minimize.as_str().to_string(),
         seed: ctx.seed,
         space: ctx.space.to_json(),
@@ -754,12 +810,13 @@ async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Resul
     let rules = TrialRules {
         study: name,
         trials_dir: PathBuf::new(),
-        objective: bench::METRIC.to_string(),
+        objective,
         direction: Direction::Minimize,
         budget: Some(ctx.trials),
         retries: 0,
     };
-    let loaded = TrialService::load(db.clone(), ctx.space.clone(), rules).map_err(|e| e.to_string())?;
+    let mut loaded = TrialService::load(db.clone(), ctx.space.clone(), rules).map_err(|e| e.to_string())?;
+    loaded.service.set_objectives(&objectives);
     let shared = Arc::new(Mutex::new(Collected::default()));
     let collector = Collector { shared: shared.clone(), bar: ctx.bar.clone() };
     let campaign = Campaign::new(
@@ -775,10 +832,20 @@ async fn drive_bench(ctx: &BenchJob<'_>, job: Job, run: &mut RunResult) -> Resul
     let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
     let noisy = ctx.executor.function().truth.is_some();
     for (id, value) in c.finished.clone() {
-        let params = rows.iter().find(|r| r.id == id).map(|r| r.params.clone()).unwrap_or_default();
+        let row = rows.iter().find(|r| r.id == id);
+        let params = row.map(|r| r.params.clone()).unwrap_or_default();
         let true_value = if noisy && value.is_some() { ctx.executor.true_value_of(&params) } else { None };
+        let values = match row {
+            Some(r) if !objectives.is_empty() && value.is_some() => {
+                objectives.iter().map(|(m, _)| r.metrics.get(m).copied()).collect::<Option<Vec<f64>>>()
+            }
+            _ => None,
+        };
         let suggest_s = c.share.get(&id).copied();
-        push_trial(run, ctx.metric, Finished { id, params, value, true_value, suggest_s });
+        push_trial(run, ctx.metric, Finished { id, params, value, true_value, values, suggest_s });
+    }
+    if !objectives.is_empty() {
+        run.front_size = Some(front_size(run));
     }
     run.suggest_s = c.suggest_s;
     run.suggestions = c.suggestions;
@@ -967,7 +1034,7 @@ fn read_study(dir: &Path, metric: &Metric, run: &mut RunResult) -> anyhow::Resul
         push_trial(
             run,
             metric,
-            Finished { id: row.id, params: row.params.clone(), value, true_value: None, suggest_s: None },
+            Finished { id: row.id, params: row.params.clone(), value, true_value: None, values: None, suggest_s: None },
         );
     }
     run.llm = db.llm_totals()?;
@@ -1004,8 +1071,14 @@ mod tests {
 
     #[test]
     fn trials_track_best_and_regret() {
-        let finished =
-            |value, true_value| Finished { id: 0, params: Default::default(), value, true_value, suggest_s: None };
+        let finished = |value, true_value| Finished {
+            id: 0,
+            params: Default::default(),
+            value,
+            true_value,
+            values: None,
+            suggest_s: None,
+        };
         let metric = Metric::Regret { optimum: Some(1.0) };
         let mut run = RunResult::new(0, 0, 0);
         run.optimum = Some(1.0);
@@ -1033,6 +1106,24 @@ mod tests {
         }
         assert_eq!(run.curve(&metric), [None, Some(0.3), Some(0.7), Some(0.7)]);
         assert!(run.trials.iter().all(|t| t.regret.is_none()));
+    }
+
+    #[test]
+    fn multi_objective_runs_track_the_hypervolume_of_their_front() {
+        let metric =
+            Metric::Hypervolume { objectives: vec!["f1".into(), "f2".into()], reference: vec![4.0, 4.0], front: 0.0 };
+        let mut run = RunResult::new(0, 0, 0);
+        for values in [None, Some(vec![1.0, 3.0]), Some(vec![3.0, 1.0]), Some(vec![3.0, 3.0]), Some(vec![2.0, 2.0])] {
+            let value = values.as_ref().map(|v| v[0]);
+            let t = Finished { id: 0, params: Default::default(), value, true_value: None, values, suggest_s: None };
+            push_trial(&mut run, &metric, t);
+        }
+        // (1, 3): 3; with (3, 1): 3 + 2; the dominated (3, 3) adds nothing; (2, 2): 6.
+        assert_eq!(run.curve(&metric), [None, Some(3.0), Some(5.0), Some(5.0), Some(6.0)]);
+        assert_eq!(run.final_metric(&metric), Some(6.0));
+        assert_eq!(front_size(&run), 3);
+        assert_eq!(metric.label(), "hypervolume");
+        assert_eq!(metric.direction(), Direction::Maximize);
     }
 
     #[test]

@@ -115,6 +115,7 @@ where
     let y_desc = match c.metric {
         Metric::Regret { .. } => "best-so-far simple regret (log scale)".to_string(),
         Metric::Best { direction } => format!("best-so-far objective ({})", direction.as_str()),
+        Metric::Hypervolume { .. } => "hypervolume of the front so far".to_string(),
     };
     let legend_at = if log || c.metric.direction() == alcf_host::config::Direction::Minimize {
         SeriesLabelPosition::UpperRight

@@ -53,9 +53,15 @@ pub struct StrategySummary {
     pub llm_calls: u64,
     pub llm_tokens: u64,
     pub llm_s: f64,
+    /// On a multi-objective problem: the median number of trials on a run's Pareto front.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front: Option<f64>,
 }
 
 pub fn auc_definition(metric: &Metric) -> String {
+    if let Metric::Hypervolume { .. } = metric {
+        return "mean over trials t = 1..N of the hypervolume of the front of the first t trials (trials before the first completed one skipped), averaged over repeats".into();
+    }
     if metric.is_regret() {
         format!(
             "mean over trials t = 1..N of log10(max(best-so-far regret at t, {REGRET_FLOOR:e})), averaged over repeats; lower is better"
@@ -66,6 +72,9 @@ pub fn auc_definition(metric: &Metric) -> String {
 }
 
 fn final_definition(metric: &Metric) -> &'static str {
+    if let Metric::Hypervolume { .. } = metric {
+        return "hypervolume of the Pareto front of all the run's completed trials against the reference point (higher is better)";
+    }
     if metric.is_regret() {
         "simple regret of the final best trial: f(x) of the trial with the best observed value minus the function's known minimum (f without its noise, on a noisy function)"
     } else {
@@ -137,6 +146,7 @@ pub fn summarize(c: &Comparison) -> Vec<StrategySummary> {
                 llm_calls: runs.iter().map(|r| r.llm.calls).sum(),
                 llm_tokens: runs.iter().map(|r| r.llm.prompt_tokens + r.llm.completion_tokens).sum(),
                 llm_s: runs.iter().map(|r| r.llm.seconds).sum(),
+                front: stats::median(&ok.iter().filter_map(|r| r.front_size.map(|n| n as f64)).collect::<Vec<_>>()),
             }
         })
         .collect()
@@ -171,7 +181,11 @@ pub fn text_table(c: &Comparison, rows: &[StrategySummary]) -> String {
     ];
     // LLM columns only when some strategy used the LLM: most comparisons have none.
     let llm = rows.iter().any(|r| r.llm_calls > 0);
+    let fronts = matches!(c.metric, Metric::Hypervolume { .. });
     let mut header = header;
+    if fronts {
+        header.push("median front".into());
+    }
     if llm {
         header.extend(["LLM calls".to_string(), "LLM tokens".into(), "LLM s".into()]);
     }
@@ -194,6 +208,9 @@ pub fn text_table(c: &Comparison, rows: &[StrategySummary]) -> String {
             r.auc.map_or("-".into(), |x| format!("{x:.3}")),
             ms(r.suggest_ms),
         ]);
+        if fronts {
+            table.last_mut().expect("just pushed").push(num(r.front));
+        }
         if llm {
             let row = table.last_mut().expect("just pushed");
             row.extend([r.llm_calls.to_string(), r.llm_tokens.to_string(), format!("{:.1}", r.llm_s)]);
@@ -246,7 +263,7 @@ fn markdown(c: &Comparison, rows: &[StrategySummary]) -> String {
         c.elapsed_s,
         c.jobs
     );
-    match c.metric {
+    match &c.metric {
         Metric::Regret { optimum: Some(optimum) } => {
             let _ = writeln!(md, "Known optimum: {optimum}.\n");
         }
@@ -255,6 +272,16 @@ fn markdown(c: &Comparison, rows: &[StrategySummary]) -> String {
                 md,
                 "A family of instances: repeat r runs instance {} + r (its seed), the same for every strategy; regret is against each instance's own optimum.\n",
                 c.seed
+            );
+        }
+        Metric::Hypervolume { objectives, reference, front } => {
+            let r: Vec<String> = reference.iter().map(|v| Assignment::format_float(*v)).collect();
+            let _ = writeln!(
+                md,
+                "A multi-objective problem: {} minimized. Each run is scored by the hypervolume of the Pareto front of its completed trials against the reference point ({}) (the true front's is {}); **front** is the median number of trials on a run's front.\n",
+                objectives.join(" and "),
+                r.join(", "),
+                Assignment::format_float(*front)
             );
         }
         Metric::Best { .. } => {}
@@ -450,7 +477,8 @@ mod tests {
                 run.optimum = Some(0.0);
                 let mut params = serde_json::Map::new();
                 params.insert("x".into(), serde_json::json!(0.5));
-                let t = Finished { id: 1, params, value: Some(*v), true_value: None, suggest_s: Some(0.002) };
+                let t =
+                    Finished { id: 1, params, value: Some(*v), true_value: None, values: None, suggest_s: Some(0.002) };
                 push_trial(&mut run, &metric, t);
                 run.suggestions = 1;
                 run.suggest_s = 0.002;

@@ -7,9 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use alcf_host::config::Direction;
+use alcf_host::plugin::agent::SandboxedAgent;
+use alcf_host::plugin::capability::Capabilities;
 use alcf_host::plugin::sandbox::{Grants, Storage};
 use alcf_host::plugin::strategy::{PluginLimits, SandboxedStrategy, StudyInfo};
-use alcf_host::plugin::{PluginRuntime, default_cache_dir};
+use alcf_host::plugin::{Loaded, PluginRuntime, default_cache_dir};
 use alcf_host::space::SearchSpace;
 
 use crate::out;
@@ -18,10 +20,14 @@ use crate::out;
 pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
     let runtime = PluginRuntime::shared(default_cache_dir())?;
     let (_, summary) = runtime.compile(path)?;
-    let verdict = runtime.load(path).map(|_| ()).map_err(|e| e.to_string());
-    let info = match &verdict {
-        Ok(()) => {
-            let loaded = Arc::new(runtime.load(path)?);
+    let loaded = runtime.load_any(path);
+    let verdict = loaded.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    let kind = match &loaded {
+        Ok(Loaded::Agent(_)) => "agent",
+        _ => "strategy",
+    };
+    let info = match loaded {
+        Ok(loaded) => {
             let space = SearchSpace::new(vec![alcf_host::space::Param {
                 name: "x".into(),
                 domain: alcf_host::space::Domain::Float { low: 0.0, high: 1.0, log: false },
@@ -31,6 +37,7 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
                 space,
                 direction: Direction::Minimize,
                 objective: "value".into(),
+                objectives: Vec::new(),
                 seed: 0,
                 budget: None,
                 parallelism: 1,
@@ -41,8 +48,18 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
                 call_timeout: std::time::Duration::from_secs(10),
                 max_restarts: 0,
             };
-            let mut s = SandboxedStrategy::new(loaded, &study, limits, Grants::default(), Storage::memory());
-            Some(s.describe().await.map_err(|e| e.to_string()))
+            let described = match loaded {
+                Loaded::Strategy(p) => {
+                    let mut s =
+                        SandboxedStrategy::new(Arc::new(p), &study, limits, Grants::default(), Storage::memory());
+                    s.describe().await
+                }
+                Loaded::Agent(a) => {
+                    let caps = Capabilities::new(Grants::default(), Storage::memory());
+                    SandboxedAgent::new(Arc::new(a), &study, limits, &caps).describe().await
+                }
+            };
+            Some(described.map_err(|e| e.to_string()))
         }
         Err(_) => None,
     };
@@ -56,6 +73,7 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
             "imports": summary.imports,
             "exports": summary.exports,
             "loadable": verdict.is_ok(),
+            "kind": kind,
         });
         if let Err(e) = &verdict {
             v["error"] = e.clone().into();
@@ -66,6 +84,7 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
             v["description"] = i.description.clone().into();
             v["capabilities"] = i.capabilities.clone().into();
             v["prunes"] = i.prunes.into();
+            v["multi_objective"] = i.multi_objective.into();
         }
         out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -78,6 +97,7 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
                 if i.capabilities.is_empty() { "(none)".into() } else { i.capabilities.join(", ") }
             );
             out!("prunes:        {}", if i.prunes { "yes (judges running trials' reports)" } else { "no" });
+            out!("objectives:    {}", if i.multi_objective { "several (multi-objective studies)" } else { "one" });
         }
         if let Some(Err(e)) = &info {
             out!("describe:      failed: {e}");
@@ -90,7 +110,7 @@ pub async fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
             out!("  {i}");
         }
         match &verdict {
-            Ok(()) => out!("status:        loadable strategy plugin"),
+            Ok(()) => out!("status:        loadable {kind} plugin"),
             Err(e) => out!("status:        NOT loadable: {e}"),
         }
     }

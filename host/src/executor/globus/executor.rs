@@ -462,6 +462,7 @@ impl Inner {
         let trial_dir = std::path::PathBuf::from(&dir);
         let params_path = trial_dir.join(protocol::PARAMS_FILE);
         let config_dir = std::path::PathBuf::from(&self.cfg.code_dir);
+        let parent_dir = spec.parent.map(|p| std::path::PathBuf::from(format!("{}/trials/{p:06}", self.root)));
         let vars = Vars {
             params: &spec.params,
             trial_dir: &trial_dir,
@@ -470,6 +471,7 @@ impl Inner {
             slot: spec.slot,
             params_path: &params_path,
             config_dir: &config_dir,
+            parent_dir: parent_dir.as_deref(),
         };
         let argv = self.argv.render(&vars).map_err(|e| fail(e.to_string()))?;
         let mut words = Vec::with_capacity(argv.len());

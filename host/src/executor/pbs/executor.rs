@@ -569,6 +569,7 @@ impl Inner {
         let trial_dir = PathBuf::from(abs_dir);
         let params_path = trial_dir.join(protocol::PARAMS_FILE);
         let config_dir = PathBuf::from(format!("{}/files", self.root));
+        let parent_dir = spec.parent.map(|p| PathBuf::from(format!("{}/{}", self.root, self::trial_dir(p))));
         let vars = Vars {
             params: &spec.params,
             trial_dir: &trial_dir,
@@ -577,6 +578,7 @@ impl Inner {
             slot: spec.slot,
             params_path: &params_path,
             config_dir: &config_dir,
+            parent_dir: parent_dir.as_deref(),
         };
         let fail = |message: String| ExecutorError::Submit { trial: spec.id, message };
         let argv = self.argv.render(&vars).map_err(|e| fail(e.to_string()))?;
@@ -1182,6 +1184,7 @@ impl Inner {
             dir: PathBuf::new(),
             job_name: name.to_string(),
             slot: 0,
+            parent: None,
         };
         self.script.render(&spec, &format!("{}/pilots", self.root), &argv, &[]).map_err(|e| e.to_string())
     }

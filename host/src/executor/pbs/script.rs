@@ -480,6 +480,7 @@ mod tests {
             dir: "/local/trial-7".into(),
             job_name: job_name("my study", 7, 2),
             slot,
+            parent: None,
         }
     }
 
@@ -496,6 +497,7 @@ mod tests {
             slot: spec.slot,
             params_path: &params_path,
             config_dir: Path::new("/cfg"),
+            parent_dir: None,
         })
         .unwrap()
     }
@@ -585,6 +587,7 @@ mod tests {
                 slot: 5,
                 params_path: &params_path,
                 config_dir: Path::new("/cfg"),
+                parent_dir: None,
             })
             .unwrap();
         let cfg = PbsConfig { setup: vec!["SETUP_RAN=yes; export SETUP_RAN".into()], ..config() };

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use self::llm::{LlmBackend, LlmError};
 pub use self::log::{LogBudget, LogLimits};
 pub use self::storage::{MemoryStorage, Storage, StorageBackend, StorageError, StorageQuota};
-pub use jobs::JobsBackend;
+pub use jobs::{JobsBackend, JobsError};
 
 /// A host capability a plugin may be granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,7 +64,7 @@ pub struct Grants {
     pub log: bool,
     pub storage: bool,
     pub llm: bool,
-    /// Only meaningful for the (not yet linked) agent world.
+    /// Only meaningful for agent plugins (the `agent-plugin` world).
     pub jobs: bool,
 }
 
@@ -123,6 +123,7 @@ pub struct Capabilities {
     llm: Option<Arc<dyn LlmBackend>>,
     llm_timeout: Duration,
     log_limits: LogLimits,
+    jobs: Option<Arc<dyn JobsBackend>>,
 }
 
 /// How long one `llm.chat` may take before the host gives up on it (and the plugin gets an
@@ -139,7 +140,14 @@ impl Capabilities {
             llm: None,
             llm_timeout: DEFAULT_LLM_TIMEOUT,
             log_limits: LogLimits::default(),
+            jobs: None,
         }
+    }
+
+    /// The campaign's trial execution behind `jobs` (agent plugins).
+    pub fn with_jobs(mut self, backend: Arc<dyn JobsBackend>) -> Capabilities {
+        self.jobs = Some(backend);
+        self
     }
 
     /// The LLM service behind `llm.chat`. Without one, a granted call returns `not-configured`.
@@ -268,6 +276,10 @@ impl CapabilitySet {
 
     pub(crate) fn llm_timeout(&self) -> Duration {
         self.caps.llm_timeout
+    }
+
+    pub(crate) fn jobs(&self) -> Option<&Arc<dyn JobsBackend>> {
+        self.caps.jobs.as_ref()
     }
 }
 

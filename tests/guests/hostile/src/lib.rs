@@ -264,6 +264,7 @@ impl Guest for Hostile {
             description: "misbehaves on purpose, as study.options {\"mode\": ...} says (sandbox tests)".into(),
             capabilities: vec!["log".into(), "storage".into(), "llm".into()],
             prunes: false,
+            multi_objective: false,
         }
     }
 

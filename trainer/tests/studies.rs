@@ -1,6 +1,9 @@
-//! Pruning with the real trainer: `alcf-host run` with the local executor runs `alcf-trainer` on a
-//! tiny synthetic dataset, and the `pruner` plugin stops trials from their per-epoch `val_acc`.
-//! A pruned trial's process is stopped within an epoch of the decision and writes no result.
+//! Studies of the real trainer: `alcf-host run` with the local executor runs `alcf-trainer` on a
+//! tiny synthetic dataset.
+//! - Pruning: the `pruner` plugin stops trials from their per-epoch `val_acc`; a pruned trial's
+//!   process is stopped within an epoch of the decision and writes no result.
+//! - Population-based training: the `pbt` agent starts trials from better trials' kept
+//!   checkpoints (`--init-from-parent`, the host's `ALCF_PARENT_DIR`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,10 +34,9 @@ fn plugin(name: &str) -> PathBuf {
     p
 }
 
-#[test]
-fn the_median_rule_stops_real_training_runs_early() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A tiny synthetic dataset in the CIFAR-100 binary format.
+fn synthetic(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
     let out = Command::new(BIN)
         .args(["gen-data", "--out"])
         .arg(&data)
@@ -42,6 +44,89 @@ fn the_median_rule_stops_real_training_runs_early() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    data
+}
+
+/// `alcf-host run --config cfg` in `dir`; its output.
+fn run_study(dir: &Path, cfg: &Path) -> String {
+    let out = Command::new(host_bin())
+        .args(["run", "--config"])
+        .arg(cfg)
+        .arg("--quiet")
+        .current_dir(dir)
+        .env("ALCF_HOST_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn pbt_starts_real_training_runs_from_better_runs_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let cfg = dir.path().join("pbt.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[study]
+name = "pbt"
+objective = "val_acc"
+direction = "maximize"
+trials = 8
+parallel = 4
+seed = 5
+root = "studies"
+
+[strategy]
+plugin = {pbt:?}
+allow = ["jobs", "log"]
+options = {{ population = 4 }}
+
+[executor]
+kind = "local"
+command = [{bin:?}, "train", "--params", "{{params}}", "--data", {data:?},
+           "--model", "cnn", "--width", "8", "--depth", "2", "--epochs", "1",
+           "--val-split", "0.25", "--threads", "1", "--keep-checkpoint", "--init-from-parent"]
+timeout_s = 600
+
+[space]
+lr = {{ type = "float", low = 1e-3, high = 0.3, log = true }}
+weight_decay = {{ type = "float", low = 1e-6, high = 1e-2, log = true }}
+"#,
+            pbt = plugin("pbt").display().to_string(),
+            bin = BIN,
+            data = data.display().to_string(),
+        ),
+    )
+    .unwrap();
+    run_study(dir.path(), &cfg);
+    let study = dir.path().join("studies/pbt");
+    let db = study.join("study.db");
+    let states = sqlite_rows(&db, "SELECT id, state FROM trial ORDER BY id");
+    assert_eq!(states.len(), 8, "{states:?}");
+    assert!(states.iter().all(|(_, s)| s == "completed"), "{states:?}");
+    let parents = sqlite_rows(&db, "SELECT id, CAST(parent AS TEXT) FROM trial WHERE parent IS NOT NULL ORDER BY id");
+    assert_eq!(parents.len(), 4, "the second generation starts from the first: {parents:?}");
+    for (id, parent) in parents {
+        let parent: u64 = parent.parse().unwrap();
+        assert!(parent <= 4, "trial {id}'s parent {parent} is of the first generation");
+        let log = std::fs::read_to_string(study.join(format!("trials/{id:06}/stderr.log"))).unwrap();
+        assert!(
+            log.contains(&format!(
+                "starting from the weights of {}",
+                study.join(format!("trials/{parent:06}")).display()
+            )),
+            "trial {id}: {log}"
+        );
+    }
+}
+
+#[test]
+fn the_median_rule_stops_real_training_runs_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
     let cfg = dir.path().join("prune.toml");
     std::fs::write(
         &cfg,
@@ -81,16 +166,7 @@ optimizer = {{ type = "choice", values = ["sgd", "adamw"] }}
         ),
     )
     .unwrap();
-    let out = Command::new(host_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--quiet")
-        .current_dir(dir.path())
-        .env("ALCF_HOST_CACHE", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}");
+    run_study(dir.path(), &cfg);
 
     let study = dir.path().join("studies/prune");
     let db = study.join("study.db");
