@@ -28,7 +28,7 @@ pub(crate) const WIT: &str = include_str!("../../../../wit/hpo.wit");
 /// The Rust SDK's sources (`plugins/sdk`), except `src/testfns.rs`: that module links the host's
 /// test functions, which only exist in this repository.
 const RUST_SDK: &[Embedded] = embed!("../../../../plugins/sdk/";
-    "src/history.rs", "src/json.rs", "src/lib.rs", "src/llm/mod.rs", "src/llm/proposals.rs",
+    "src/agent.rs", "src/history.rs", "src/json.rs", "src/lib.rs", "src/llm/mod.rs", "src/llm/proposals.rs",
     "src/logging.rs", "src/native.rs", "src/normal.rs", "src/pruning.rs", "src/qmc.rs", "src/rng.rs",
     "src/space.rs",
     "src/types.rs",
