@@ -1195,17 +1195,20 @@ impl Campaign {
         match event {
             AgentEvent::Call(AgentCall::Submit { params, parent, reply }) => {
                 let result = self.agent_submit(params, parent, run);
-                let refused = matches!(result, Err(JobsError::Refused(_)));
+                let refused = match &result {
+                    Err(e @ JobsError::Refused(_)) => Some(e.to_string()),
+                    _ => None,
+                };
                 let _ = reply.send(result.map(|spec| {
                     let id = spec.id;
                     run.backlog.push(spec);
                     id
                 }));
                 if let Some(a) = &mut run.agent {
-                    a.refused = if refused { a.refused + 1 } else { 0 };
-                    if a.refused >= agent::MAX_REFUSED {
+                    a.refused = if refused.is_some() { a.refused + 1 } else { 0 };
+                    if let Some(last) = refused.filter(|_| a.refused >= agent::MAX_REFUSED) {
                         run.stopping.get_or_insert(StopReason::PluginFailed(format!(
-                            "agent `{}` kept submitting trials that were refused ({} in a row); see the last refusal in the study's events",
+                            "agent `{}` kept submitting trials that were refused ({} in a row); the last: {last}",
                             self.plugin,
                             agent::MAX_REFUSED
                         )));

@@ -7,8 +7,6 @@
 //! again from what the study holds. Restarts are bounded by `max_restarts`, as for strategies.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use wasmtime::Store;
 
 use super::LoadedAgent;
@@ -155,16 +153,6 @@ impl SandboxedAgent {
         };
         tracing::warn!("{contained}");
         PluginError::Fault { plugin: self.name.clone(), call: "run", fault }
-    }
-
-    /// How many faults were contained so far.
-    pub fn restarts(&self) -> u32 {
-        self.restarts
-    }
-
-    /// The limit on each stretch of the plugin's own work.
-    pub fn call_timeout(&self) -> Duration {
-        self.limits.call_timeout
     }
 }
 
