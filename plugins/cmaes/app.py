@@ -8,12 +8,17 @@ The standard (μ/μ_w, λ)-CMA-ES of Hansen (2016), run in the unit cube [0,1]^d
 `Space` (so log scales are handled by the encoding):
 
 - **Sampling**: x = m + σ·B·D·z, z ~ N(0, I), drawn from ``self.trial_rng(trial_id)`` (one
-  stream per trial id). The point is *repaired* by clipping into [0,1]^d and snapped (ints and
-  choices to their bin centres), and the repaired point is what is evaluated.
+  stream per trial id). With ``"bounds": "resample"`` a point outside [0,1]^d is drawn again, up
+  to 100 times (what the `cmaes` library behind Optuna's CmaEsSampler does); then, or at once with
+  ``"clip"``, the point is *repaired* by clipping into [0,1]^d, and snapped (ints and choices to
+  their bin centres). The repaired point is what is evaluated.
 - **Update** (positive recombination weights w_i ∝ ln((λ+1)/2) − ln i, i ≤ μ = ⌊λ/2⌋, the
   default learning rates c_σ, d_σ, c_c, c_1, c_μ of the tutorial): weighted recombination of the
   mean (c_m = 1), cumulative step-size adaptation (CSA) with the h_σ stall of the rank-one path,
-  rank-one + rank-μ covariance update.
+  rank-one + rank-μ covariance update. With ``"active": true``, active CMA (the tutorial's
+  eq. 46–53): ranks μ+1…λ get negative weights, scaled so that C stays positive definite, and each
+  negative weight is multiplied by d/‖C^{-1/2} y‖², so the worst members shrink the variance
+  along their steps.
 - **Bounds**: "Lamarckian" repair. The update uses the repaired (clipped, snapped) point, i.e.
   the point that was really evaluated, recomputed from the trial's parameters with
   ``space.encode``; no penalty term. Because every point used lies in the cube and c_m = 1, the
@@ -89,12 +94,18 @@ generation update (O(λd² + d³)) every λ outcomes: nothing re-scans the histo
 
 Options (JSON object in ``study.options``)
 ------------------------------------------
-- ``sigma0`` (default 0.3): initial step size in unit-cube units, 0 < sigma0 ≤ 1.
+- ``sigma0`` (default 1/6): initial step size in unit-cube units, 0 < sigma0 ≤ 1.
 - ``popsize`` (default 4 + ⌊3 ln d⌋): λ of the first run, ≥ 2. Asynchronous runs work best with
   popsize ≥ the study's parallelism.
 - ``restarts`` (default 9): how many restarts may enlarge the population.
 - ``inc_popsize`` (default 2): population factor per IPOP restart, ≥ 1.
 - ``bipop`` (default false): BIPOP instead of IPOP restarts.
+- ``bounds`` (default "resample"): "resample" draws a point outside the cube again (up to 100
+  times) before clipping it; "clip" clips at once.
+- ``active`` (default true): active CMA (negative recombination weights in the covariance update).
+
+The defaults of ``sigma0``, ``bounds`` and ``active`` were chosen on the BBOB tuning instances
+1–20 (docs/benchmarks.md, "Strategy quality against Optuna"): 0.3, "clip" and false before.
 
 Unknown options, or values of the wrong type or out of range, are an ``options:`` error.
 
@@ -122,7 +133,13 @@ TOLFUN = 1e-12
 TOLX_FACTOR = 1e-11
 MAX_CONDITION = 1e14
 COLD_EIGEN_EVERY = 25
-KNOWN_OPTIONS = ["sigma0", "popsize", "restarts", "inc_popsize", "bipop"]
+KNOWN_OPTIONS = ["sigma0", "popsize", "restarts", "inc_popsize", "bipop", "bounds", "active"]
+BOUNDS = ["clip", "resample"]
+# Defaults chosen on the tuning instances 1-20 (docs/benchmarks.md), as Optuna's CmaEsSampler has
+# them: a sixth of the cube's width, resampled bounds, active CMA.
+SIGMA0 = 1.0 / 6.0
+# Draws of a sample inside the cube before "resample" clips (the `cmaes` library's limit).
+MAX_RESAMPLE = 100
 
 
 def _dot(a, b):
@@ -190,8 +207,8 @@ def jacobi_eigh(a, max_sweeps=60):
 
 class CmaEs(hpo.Strategy):
     name = "cmaes"
-    version = "0.1.0"
-    description = "CMA-ES (rank-one + rank-mu, CSA) in the unit cube with IPOP restarts (BIPOP optional)"
+    version = "0.2.0"
+    description = "active CMA-ES (rank-one + rank-mu, CSA) in the unit cube with IPOP restarts (BIPOP optional)"
     capabilities = []
 
     def __init__(self, study):
@@ -199,7 +216,7 @@ class CmaEs(hpo.Strategy):
         o = hpo.Options(study.options)
         o.check_known(KNOWN_OPTIONS)
         d = len(study.space)
-        self.sigma0 = o.float("sigma0", 0.3)
+        self.sigma0 = o.float("sigma0", SIGMA0)
         if not (0.0 < self.sigma0 <= 1.0):
             raise hpo.Options.invalid("sigma0", "must be in (0, 1] (unit-cube units)")
         self.popsize0 = o.int("popsize", 4 + int(3.0 * math.log(max(d, 1))))
@@ -210,6 +227,10 @@ class CmaEs(hpo.Strategy):
         if not (self.inc_popsize >= 1.0):
             raise hpo.Options.invalid("inc_popsize", "must be at least 1")
         self.bipop = o.bool("bipop", False)
+        self.bounds = o.str("bounds", "resample")
+        if self.bounds not in BOUNDS:
+            raise hpo.Options.invalid("bounds", f"must be one of {', '.join(BOUNDS)}")
+        self.active = o.bool("active", True)
 
         super().__init__(study)
         if d == 0:
@@ -250,7 +271,8 @@ class CmaEs(hpo.Strategy):
         self.lam = lam
         mu = lam // 2
         self.mu = mu
-        raw = [math.log((lam + 1) / 2.0) - math.log(i + 1) for i in range(mu)]
+        raw_all = [math.log((lam + 1) / 2.0) - math.log(i + 1) for i in range(lam)]
+        raw = raw_all[:mu]
         total = sum(raw)
         self.weights = [w / total for w in raw]
         self.mueff = 1.0 / sum(w * w for w in self.weights)
@@ -259,6 +281,19 @@ class CmaEs(hpo.Strategy):
         self.cs = (mueff + 2.0) / (d + mueff + 5.0)
         self.c1 = 2.0 / ((d + 1.3) ** 2 + mueff)
         self.cmu = min(1.0 - self.c1, 2.0 * (mueff - 2.0 + 1.0 / mueff) / ((d + 2.0) ** 2 + mueff))
+        # Active CMA's negative weights for ranks mu+1..lambda (the tutorial's eq. 53): scaled so
+        # that the covariance update keeps C positive definite.
+        neg = [w for w in raw_all[mu:] if w < 0.0]
+        self.neg_weights = []
+        if self.active and neg and self.cmu > 0.0:
+            mueff_neg = sum(neg) ** 2 / sum(w * w for w in neg)
+            alpha = min(
+                1.0 + self.c1 / self.cmu,
+                1.0 + 2.0 * mueff_neg / (mueff + 2.0),
+                (1.0 - self.c1 - self.cmu) / (d * self.cmu),
+            )
+            scale = alpha / -sum(neg)
+            self.neg_weights = [0.0] * (lam - mu - len(neg)) + [w * scale for w in neg]
         self.damps = 1.0 + 2.0 * max(0.0, math.sqrt((mueff - 1.0) / (d + 1.0)) - 1.0) + self.cs
         self.chi_n = math.sqrt(d) * (1.0 - 1.0 / (4.0 * d) + 1.0 / (21.0 * d * d))
         self.eigen_gap = 1.0 / ((self.c1 + self.cmu) * d * 10.0)  # in generations
@@ -440,7 +475,21 @@ class CmaEs(hpo.Strategy):
             kc = hsig * math.sqrt(cc * (2.0 - cc) * mueff)
             self.pc = [(1.0 - cc) * p + kc * y for p, y in zip(self.pc, yw)]
 
-            a = 1.0 - c1 - cmu + (1.0 - hsig) * c1 * cc * (2.0 - cc)
+            # Active CMA: the worst completed members pull variance away along their steps, each
+            # weight rescaled by d/|C^-1/2 y|^2 so that a long step does not dominate.
+            neg_sum = 0.0
+            if self.neg_weights:
+                for r in range(self.mu, len(order)):
+                    x, yv = members[order[r]]
+                    w = self.neg_weights[r - self.mu]
+                    if yv is None or w == 0.0:
+                        continue
+                    y = [(xi - mi) / sigma for xi, mi in zip(x, m)]
+                    n2 = self._mahalanobis(y) ** 2
+                    neg_sum += w
+                    ws.append(w * d / max(n2, 1e-300))
+                    steps.append(y)
+            a = 1.0 - c1 - cmu * (1.0 + neg_sum) + (1.0 - hsig) * c1 * cc * (2.0 - cc)
             pc = self.pc
             C = self.C
             wcm = [cmu * w for w in ws]
@@ -532,12 +581,14 @@ class CmaEs(hpo.Strategy):
 
     def _sample(self, rng, scale):
         d = self.d
-        z = [rng.normal() for _ in range(d)]
         s = self.sigma * scale
-        x = []
-        for i in range(d):
-            v = self.mean[i] + s * _dot(self.BD[i], z)
-            x.append(1.0 if v > 1.0 else (0.0 if not v >= 0.0 else v))
+        draws = MAX_RESAMPLE if self.bounds == "resample" else 1
+        for _ in range(draws):
+            z = [rng.normal() for _ in range(d)]
+            x = [self.mean[i] + s * _dot(self.BD[i], z) for i in range(d)]
+            if all(0.0 <= v <= 1.0 for v in x):
+                break
+        x = [1.0 if v > 1.0 else (0.0 if not v >= 0.0 else v) for v in x]
         return self.space.snap(x)
 
     def suggest(self, count, pending):

@@ -123,13 +123,13 @@ class OptionsTest(unittest.TestCase):
 
     def test_describe(self):
         self.assertEqual(app.CmaEs.name, "cmaes")
-        self.assertEqual(app.CmaEs.version, "0.1.0")
+        self.assertEqual(app.CmaEs.version, "0.2.0")
         self.assertIn("IPOP", app.CmaEs.description)
 
     def test_defaults_and_valid_options(self):
         s = app.CmaEs(float_study(10))
         self.assertEqual(s.lam, 4 + int(3 * math.log(10)))
-        self.assertEqual(s.sigma, 0.3)
+        self.assertEqual((s.sigma, s.bounds, s.active), (1 / 6, "resample", True))
         s = app.CmaEs(self.study('{"sigma0": 0.1, "popsize": 12, "restarts": 2, "inc_popsize": 3, "bipop": true}'))
         self.assertEqual((s.lam, s.sigma, s.max_restarts, s.inc_popsize, s.bipop), (12, 0.1, 2, 3.0, True))
 
@@ -145,6 +145,9 @@ class OptionsTest(unittest.TestCase):
             '{"restarts": -1}',
             '{"inc_popsize": 0.5}',
             '{"bipop": 1}',
+            '{"bounds": "wrap"}',
+            '{"bounds": 1}',
+            '{"active": "yes"}',
             '[1, 2]',
             '{"popsize": ',
         ]
@@ -155,9 +158,44 @@ class OptionsTest(unittest.TestCase):
         with self.assertRaises(hpo.OptionsError) as cm:
             app.CmaEs(self.study('{"popsze": 8}'))
         self.assertIn("unknown option `popsze`", str(cm.exception))
-        self.assertIn("sigma0, popsize, restarts, inc_popsize, bipop", str(cm.exception))
+        self.assertIn("sigma0, popsize, restarts, inc_popsize, bipop, bounds, active", str(cm.exception))
         with self.assertRaises(hpo.PluginError):
             app.CmaEs(hpo.Study.new([]))
+
+
+class VariantsTest(unittest.TestCase):
+    """The bound handling and active CMA's negative weights."""
+
+    def on_faces(self, options):
+        # Mean at the centre, sigma 0.5: a plain draw leaves [0,1] in a coordinate with p = 0.32.
+        s = app.CmaEs(float_study(2, options=options))
+        points = [vec(p, 2) for p in s.suggest(300, [])]
+        return sum(1 for x in points for v in x if v in (0.0, 1.0))
+
+    def test_resample_keeps_samples_off_the_faces(self):
+        self.assertGreater(self.on_faces('{"sigma0": 0.5, "bounds": "clip"}'), 100)
+        self.assertEqual(self.on_faces('{"sigma0": 0.5, "bounds": "resample"}'), 0)
+
+    def test_negative_weights(self):
+        for d in (2, 5, 20):
+            s = app.CmaEs(float_study(d, options='{"active": true}'))
+            self.assertEqual(len(s.neg_weights), s.lam - s.mu)
+            self.assertTrue(all(w <= 0.0 for w in s.neg_weights))
+            self.assertTrue(all(a >= b for a, b in zip(s.neg_weights, s.neg_weights[1:])), "worst weighs most")
+            alpha = min(1 + s.c1 / s.cmu, (1 - s.c1 - s.cmu) / (d * s.cmu),
+                        1 + 2 * (sum(s.neg_weights) ** 2 / sum(w * w for w in s.neg_weights)) / (s.mueff + 2))
+            self.assertAlmostEqual(-sum(s.neg_weights), alpha, delta=1e-12)
+            self.assertEqual(app.CmaEs(float_study(d, options='{"active": false}')).neg_weights, [])
+
+    def test_active_converges_and_keeps_c_positive(self):
+        for seed in range(3):
+            s, recs = run(float_study(5, seed=seed, options='{"active": true, "bounds": "resample"}'), 1000,
+                          sphere_at(5))
+            self.assertLess(best_within(recs, 1000), 1e-6, f"seed {seed}")
+            self.assertTrue(all(v > 0.0 for v in app.jacobi_eigh(s.C)[0]))
+        s, recs = run(float_study(2, -2.0, 2.0, seed=0, options='{"active": true}'), 1500,
+                      lambda p: rosenbrock(vec(p, 2)))
+        self.assertLess(best_within(recs, 1500), 1e-6)
 
 
 class ConvergenceTest(unittest.TestCase):
@@ -335,10 +373,13 @@ class SpacesTest(unittest.TestCase):
         run(tiny, 60, lambda p: 0.0, parallel=8)
         single = hpo.Study.new([hpo.Param.choice("c", ["only"])])
         run(single, 5, lambda p: 1.0)
-        # An optimum in a corner (every clipped sample lands on it).
-        corner = float_study(2, seed=6, parallelism=4)
+        # An optimum in a corner: every clipped sample lands on it; resampled ones close in on it.
+        corner = float_study(2, seed=6, parallelism=4, options='{"bounds": "clip"}')
         _, recs = run(corner, 400, lambda p: p["x0"] + p["x1"], parallel=4)
         self.assertEqual(native.best(recs), 0.0)
+        corner = float_study(2, seed=6, parallelism=4)
+        _, recs = run(corner, 400, lambda p: p["x0"] + p["x1"], parallel=4)
+        self.assertLess(native.best(recs), 1e-3)
 
 
 class CostTest(unittest.TestCase):
