@@ -15,9 +15,7 @@ Needs target/release/alcf-host and the cmaes package (`scripts/bench-suite.py --
 
 import argparse
 import importlib.util
-import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,37 +23,25 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOOR = 1e-8
 
 
-def load_plugin():
-    sys.path.insert(0, str(ROOT / "plugins" / "sdk-python"))
-    spec = importlib.util.spec_from_file_location("cmaes_plugin", ROOT / "plugins" / "cmaes" / "app.py")
+def load_script(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-class Problem:
-    """One BBOB instance, evaluated by `alcf-host bench eval` (a JSON line per point)."""
+# The evaluation pipe and regret of the strategy-quality suite, so both measure alike.
+BenchProblem = load_script("bench_suite", ROOT / "scripts" / "bench-suite.py").BenchProblem
 
-    def __init__(self, alcf, name, instance):
-        target = f"bench:{name}"
-        self.desc = json.loads(subprocess.run([alcf, "bench", "describe", target, "--instance", str(instance)],
-                                              check=True, capture_output=True, text=True).stdout)
-        self.proc = subprocess.Popen([alcf, "bench", "eval", target, "--instance", str(instance)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.best, self.incumbent = math.inf, None
 
-    def eval(self, params):
-        self.proc.stdin.write(json.dumps(params) + "\n")
-        self.proc.stdin.flush()
-        answer = json.loads(self.proc.stdout.readline())
-        if answer["value"] < self.best:
-            self.best, self.incumbent = answer["value"], answer["true_value"]
-        return answer["value"]
+def final_regret(problem):
+    problem.close()
+    return max(problem.regret(), FLOOR)
 
-    def regret(self):
-        self.proc.stdin.close()
-        self.proc.wait()
-        return max(self.incumbent - self.desc["optimum"], FLOOR)
+
+def load_plugin():
+    sys.path.insert(0, str(ROOT / "plugins" / "sdk-python"))
+    return load_script("cmaes_plugin", ROOT / "plugins" / "cmaes" / "app.py")
 
 
 def run_plugin(plugin, problem, seed, trials):
@@ -68,7 +54,7 @@ def run_plugin(plugin, problem, seed, trials):
         p = strategy.suggest(1, [])[0]
         v = problem.eval(p)
         deliver(strategy, [hpo.Outcome(hpo.Trial(t, p), "completed", v, {"objective": v})])
-    return problem.regret()
+    return final_regret(problem)
 
 
 def run_library(problem, seed, trials):
@@ -87,7 +73,7 @@ def run_library(problem, seed, trials):
         if len(generation) == opt.population_size:
             opt.tell(generation)
             generation = []
-    return problem.regret()
+    return final_regret(problem)
 
 
 def main():
@@ -107,8 +93,8 @@ def main():
         logs = {"plugin": [], "library": []}
         for inst in range(args.first, args.first + args.instances):
             seed = inst + offset
-            logs["plugin"].append(math.log10(run_plugin(plugin, Problem(args.alcf, args.problem, inst), seed, trials)))
-            logs["library"].append(math.log10(run_library(Problem(args.alcf, args.problem, inst), seed, trials)))
+            logs["plugin"].append(math.log10(run_plugin(plugin, BenchProblem(args.alcf, args.problem, inst), seed, trials)))
+            logs["library"].append(math.log10(run_library(BenchProblem(args.alcf, args.problem, inst), seed, trials)))
         mean = {k: sum(v) / len(v) for k, v in logs.items()}
         print(f"{offset:>11} | {mean['plugin']:13.3f} | {mean['library']:.3f}", flush=True)
 

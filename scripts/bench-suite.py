@@ -120,6 +120,37 @@ def distributions(desc):
     return out
 
 
+class BenchProblem:
+    """One instance of a bench problem, evaluated by `alcf-host bench eval` (a JSON line per point),
+    with the incumbent (the point with the best observed value) and its noiseless regret."""
+
+    def __init__(self, alcf, problem, instance):
+        target = f"bench:{problem}"
+        self.desc = json.loads(subprocess.run([alcf, "bench", "describe", target, "--instance", str(instance)],
+                                              check=True, capture_output=True, text=True).stdout)
+        self.proc = subprocess.Popen([alcf, "bench", "eval", target, "--instance", str(instance)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.best, self.incumbent = math.inf, None
+
+    def eval(self, params):
+        """The observed value at `params` (None: the trial failed)."""
+        self.proc.stdin.write(json.dumps(params) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        value = answer["value"]
+        if value is not None and value < self.best:
+            self.best, self.incumbent = value, answer["true_value"]
+        return value
+
+    def regret(self):
+        """The incumbent's noiseless value minus the optimum (None before a trial succeeded)."""
+        return None if self.incumbent is None else self.incumbent - self.desc["optimum"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def run_optuna(alcf, problem, instance, sampler, trials, path):
     import warnings
 
@@ -127,33 +158,22 @@ def run_optuna(alcf, problem, instance, sampler, trials, path):
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
-    obj = f"bench:{problem}"
-    desc = json.loads(subprocess.run([alcf, "bench", "describe", obj, "--instance", str(instance)],
-                                     check=True, capture_output=True, text=True).stdout)
-    optimum = desc["optimum"]
-    proc = subprocess.Popen([alcf, "bench", "eval", obj, "--instance", str(instance)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    bench = BenchProblem(alcf, problem, instance)
     study = optuna.create_study(sampler=make_sampler(sampler, instance), direction="minimize")
-    dists = distributions(desc)
-    best, incumbent, curve, ask_s = math.inf, None, [], 0.0
+    dists = distributions(bench.desc)
+    curve, ask_s = [], 0.0
     start = time.perf_counter()
     for _ in range(trials):
         t0 = time.perf_counter()
         trial = study.ask(dists)
         ask_s += time.perf_counter() - t0
-        proc.stdin.write(json.dumps(trial.params) + "\n")
-        proc.stdin.flush()
-        answer = json.loads(proc.stdout.readline())
-        value, truth = answer["value"], answer["true_value"]
+        value = bench.eval(trial.params)
         if value is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, value)
-            if value < best:
-                best, incumbent = value, truth
-        curve.append(None if incumbent is None else incumbent - optimum)
-    proc.stdin.close()
-    proc.wait()
+        curve.append(bench.regret())
+    bench.close()
     run = {"tool": "optuna", "strategy": f"optuna-{sampler}", "problem": problem, "instance": instance,
            "trials": trials, "curve": curve, "suggest_s": ask_s, "suggestions": trials,
            "elapsed_s": time.perf_counter() - start, "optuna": optuna.__version__}
