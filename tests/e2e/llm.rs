@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alcf_tests::doubles::{Double, files_containing};
-use alcf_tests::{alcf, host_bin, plugin, text, trial_states};
+use alcf_tests::{alcf, host_bin, plugin, text, trial_states, wait_until};
 
 const TOKEN: &str = "sophia-test-token-7f3a9c";
 
@@ -187,12 +187,9 @@ fn a_resumed_study_replays_and_sends_nothing_twice() {
     let s = Study::new("resumed", 24, &gw.vllm_base(), r#"["log", "llm"]"#, "", 0.25);
     let dir = s.study_dir("resumed");
     let mut child = s.command(false).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while gw.requests().len() < 2 || completed(&dir) < 8 {
-        assert!(Instant::now() < deadline, "the study never made 2 LLM calls");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(&mut child, Duration::from_secs(120), "2 LLM calls and 8 completed trials", || {
+        gw.requests().len() >= 2 && completed(&dir) >= 8
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let before = gw.requests().len();
@@ -363,12 +360,7 @@ fn a_cold_model_waits_outside_the_plugins_deadline_and_ctrl_c_still_answers() {
     std::fs::write(&s.cfg, text_cfg).unwrap();
     let dir = s.study_dir("cold");
     let mut child = s.command(false).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while gw.requests().len() < 4 {
-        assert!(Instant::now() < deadline, "the plugin never asked the LLM");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(&mut child, Duration::from_secs(60), "the plugin asking the LLM", || gw.requests().len() >= 4);
     // The LLM call is waiting now; trials started before it finish and are recorded meanwhile.
     let waiting_since = completed(&dir);
     std::thread::sleep(Duration::from_millis(1500));

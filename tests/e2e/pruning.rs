@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use alcf_tests::{host_bin, plugin, text, trial_states, try_trial_states};
+use alcf_tests::{host_bin, plugin, text, trial_states, try_trial_states, wait_until};
 
 /// A study of `trials` random trials on branin, each a 9-epoch learning curve, judged by `pruner`
 /// (a `[pruner]` section) or by the strategy itself when `pruner` is empty.
@@ -140,15 +140,9 @@ fn a_killed_host_resumes_and_pruned_trials_stay_pruned() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let pruned = try_trial_states(&study).unwrap_or_default().iter().filter(|t| t.1 == "pruned").count();
-        if pruned >= 4 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "no pruning seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(&mut child, Duration::from_secs(120), "4 pruned trials", || {
+        try_trial_states(&study).unwrap_or_default().iter().filter(|t| t.1 == "pruned").count() >= 4
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let before = curves(&study);

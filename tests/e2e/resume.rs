@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alcf_tests::{alcf, host_bin, plugin, text, trial_states, try_trial_states};
+use alcf_tests::{alcf, host_bin, plugin, text, trial_states, try_trial_states, wait_until};
 
 const BUDGET: usize = 16;
 
@@ -203,16 +203,9 @@ fn read_until(stderr: &mut impl std::io::BufRead, needle: &str) -> String {
 
 /// Waits until the study has at least `n` trials in `state`.
 fn wait_for(study: &Path, state: &str, n: usize, child: &mut std::process::Child) {
-    let start = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        let count = try_trial_states(study).map_or(0, |t| t.iter().filter(|(_, s, _)| s == state).count());
-        if count >= n {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "no {n} {state} trials after 60 s");
-        assert!(child.try_wait().unwrap().is_none(), "the host exited early");
-    }
+    wait_until(child, Duration::from_secs(60), &format!("{n} {state} trials"), || {
+        try_trial_states(study).map_or(0, |t| t.iter().filter(|(_, s, _)| s == state).count()) >= n
+    });
 }
 
 #[test]

@@ -115,6 +115,26 @@ pub fn try_trial_states(study_dir: &Path) -> rusqlite::Result<Vec<(u64, String, 
     stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?.collect()
 }
 
+/// Polls `condition` every 50 ms until it holds, while the spawned `child` keeps running: the
+/// tests that kill a host mid-run use it to wait for the moment worth killing it at. Panics with
+/// `what` once `within` has passed, and at once if the child exits first.
+pub fn wait_until(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        assert!(child.try_wait().unwrap().is_none(), "{what}: the host exited first");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Waits for a spawned run (stderr piped) to end: its status and what it wrote on stderr.
 pub fn finish(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
     let status = child.wait().unwrap();
